@@ -1,0 +1,1 @@
+"""Behavioural probability-of-default pipeline as Dagster software-defined assets."""

@@ -1,0 +1,73 @@
+"""What every asset module shares: partition windows as months, table metadata, lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    TableColumnDep,
+    TableColumnLineage,
+    TableSchema,
+)
+
+from credit_risk_assets.warehouse.schema import TableSpec
+
+RISK_TEAM = "team:credit-risk"
+DATA_TEAM = "team:data-engineering"
+WAREHOUSE_IO_MANAGER = "warehouse_io_manager"
+
+
+def table_metadata(spec: TableSpec) -> dict[str, object]:
+    """Definition metadata that shows the declared table schema and name in the UI."""
+    schema: TableSchema = spec.dagster_schema()
+    return {
+        "dagster/column_schema": schema,
+        "dagster/table_name": spec.name,
+        "primary_key": ", ".join(spec.primary_key),
+    }
+
+
+def partition_months(context: AssetExecutionContext) -> list[pd.Timestamp]:
+    """First days of the months in the run's partition or partition range, oldest first."""
+    window = context.partition_time_window
+    start = pd.Timestamp(window.start).tz_localize(None)
+    end = pd.Timestamp(window.end).tz_localize(None)
+    return list(pd.date_range(start, end, freq="MS", inclusive="left"))
+
+
+def month_label(month: pd.Timestamp) -> str:
+    """A month as YYYY-MM, the way users write it."""
+    return pd.Timestamp(month).strftime("%Y-%m")
+
+
+def months_text(months: Sequence[pd.Timestamp]) -> str:
+    """A list of months as `YYYY-MM..YYYY-MM` when contiguous, else comma separated."""
+    if not months:
+        return "none"
+    labels = [month_label(month) for month in months]
+    expected = pd.date_range(months[0], periods=len(months), freq="MS")
+    if len(labels) > 2 and list(expected) == [pd.Timestamp(m) for m in months]:
+        return f"{labels[0]}..{labels[-1]}"
+    return ", ".join(labels)
+
+
+def column_lineage(deps: Mapping[str, Sequence[tuple[str, str]]]) -> TableColumnLineage:
+    """Column lineage from {output column: [(upstream asset, upstream column), ...]}."""
+    return TableColumnLineage(
+        deps_by_column={
+            column: [
+                TableColumnDep(asset_key=AssetKey(asset), column_name=upstream)
+                for asset, upstream in sources
+            ]
+            for column, sources in deps.items()
+        }
+    )
+
+
+def missing_months(frame: pd.DataFrame, column: str, months: Sequence[pd.Timestamp]) -> list:
+    """The months of `months` that have no row in `frame[column]`."""
+    present = set(pd.to_datetime(frame[column]).dt.to_period("M").dt.to_timestamp())
+    return [month for month in months if pd.Timestamp(month) not in present]

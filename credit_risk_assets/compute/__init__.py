@@ -1,0 +1,1 @@
+"""Pure computations on DataFrames: no Dagster, no database, no I/O."""

@@ -1,0 +1,1 @@
+"""The warehouse: declared table schemas, the database client and the Dagster IO manager."""
