@@ -85,7 +85,50 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--verbose", action="store_true", help="show Dagster's run log on the terminal"
     )
+    _add_bench_parser(commands)
     return parser
+
+
+def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure each stage and the whole run; print ratios to floors on the same data",
+        description=(
+            "Write sample data into throwaway databases (SQLite files, and databases created and "
+            "dropped on the MySQL server of --mysql-url), then time each stage with rows per "
+            "second and peak memory, the notebook's own feature code, the mysql client's dump "
+            "(read floor) and INSERT ... SELECT copies (write floor), and a whole `credit-risk "
+            "run` in a child process. Ignores CREDIT_RISK_SOURCE_URL and "
+            "CREDIT_RISK_WAREHOUSE_URL. See README.md, Performance and scaling."
+        ),
+        epilog=EPILOG,
+    )
+    bench.add_argument("--accounts", type=_positive, default=100_000, help="accounts (100000)")
+    bench.add_argument("--months", type=_positive, default=12, help="billing months (12)")
+    bench.add_argument(
+        "--backend",
+        choices=("sqlite", "mysql", "both"),
+        default="both",
+        help="which databases to measure (both)",
+    )
+    bench.add_argument(
+        "--mysql-url",
+        default=os.environ.get(
+            "CREDIT_RISK_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"
+        ),
+        help="MySQL server the bench may create databases on "
+        "(CREDIT_RISK_BENCH_MYSQL_URL, else mysql+pymysql://root@127.0.0.1:3306)",
+    )
+    bench.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    bench.add_argument(
+        "--skip-run", action="store_true", help="do not time a whole `credit-risk run`"
+    )
+    bench.add_argument(
+        "--compare-plain",
+        action="store_true",
+        help="also time the plain paths (cursor reads, executemany writes) on the same rows",
+    )
+    bench.add_argument("--json", type=Path, default=None, help="also write the results here")
 
 
 def sample_data_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -108,12 +151,12 @@ def _ensure_dagster_home(settings: Settings) -> str:
     # Without DAGSTER_HOME Dagster uses a temporary instance, and the UI would show nothing.
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(settings.home / "dagster")
+    from credit_risk_assets.automation.instance import write_local_instance_config
+
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    instance_config = home / "dagster.yaml"
-    if not instance_config.exists():
-        # Local storage in DAGSTER_HOME; a bank's pipeline sends no usage statistics out.
-        instance_config.write_text("telemetry:\n  enabled: false\n")
+    # Local storage in DAGSTER_HOME, no telemetry, and one writer per table (pool limits).
+    write_local_instance_config(home)
     return str(home)
 
 
@@ -165,6 +208,7 @@ def format_summary(settings: Settings, report, seconds: float) -> list[str]:
             f"  {row['validation_sample'].replace('_', '-')} {row['validation_month']:%Y-%m} "
             f"({int(row['validation_rows']):,} accounts): AUC {row['auc']:.3f}  "
             f"Gini {row['gini']:.3f}  KS {row['ks']:.3f}  Brier {row['brier']:.4f}",
+            *_validation_lines(database),
         ]
 
     latest = database.read(TABLES["account_risk_scores"])
@@ -172,6 +216,9 @@ def format_summary(settings: Settings, report, seconds: float) -> list[str]:
         counts = latest["risk_segment"].value_counts()
         segments = "  ".join(f"{name} {int(counts.get(name, 0)):,}" for name in SEGMENTS)
         lines += ["", f"Accounts per segment ({latest['as_of_month'].max():%Y-%m}): {segments}"]
+        grades = latest["risk_grade"].value_counts().sort_index()
+        lines.append("Accounts per grade: " + "  ".join(f"{g} {n:,}" for g, n in grades.items()))
+        lines += _stability_lines(database, latest["as_of_month"].max())
 
     lines += [
         "",
@@ -183,6 +230,34 @@ def format_summary(settings: Settings, report, seconds: float) -> list[str]:
 
 
 SEGMENTS = ("Low", "Medium", "High")
+
+
+def _validation_lines(database) -> list[str]:
+    performance = database.read(TABLES["model_performance"]).sort_values("first_month")
+    lines = []
+    for row in performance.itertuples(index=False):
+        months = f"{row.first_month:%Y-%m}"
+        if row.last_month != row.first_month:
+            months += f"..{row.last_month:%Y-%m}"
+        lines.append(
+            f"  {row.sample.replace('_', '-')} {months} ({row.accounts:,}): AUC {row.auc:.3f}  "
+            f"Brier skill {row.brier_skill:.3f}  default rate {row.base_rate:.1%} "
+            f"(mean PD {row.mean_pd:.1%})"
+        )
+    return lines
+
+
+def _stability_lines(database, month: pd.Timestamp) -> list[str]:
+    stability = database.read(TABLES["score_stability"], month, month + pd.DateOffset(months=1))
+    if stability.empty:
+        return []
+    score = stability[stability["variable"] == "pd_score"].iloc[0]
+    features = stability[stability["variable"] != "pd_score"].sort_values("psi")
+    worst = features.iloc[-1]
+    return [
+        f"Score PSI against the training sample ({month:%Y-%m}): {score['psi']:.3f} "
+        f"({score['stability']}); largest feature PSI {worst['variable']} {worst['psi']:.3f}"
+    ]
 
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -208,6 +283,27 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the benchmark and print its report."""
+    from credit_risk_assets.bench import BenchOptions, format_report, report_json, run_benchmark
+
+    options = BenchOptions(
+        accounts=args.accounts,
+        months=args.months,
+        backends=("sqlite", "mysql") if args.backend == "both" else (args.backend,),
+        mysql_server_url=args.mysql_url,
+        seed=args.seed,
+        whole_run=not args.skip_run,
+        compare_plain=args.compare_plain,
+    )
+    reports = run_benchmark(options, progress=lambda text: sys.stderr.write(f"bench: {text}\n"))
+    for line in format_report(options, reports):
+        _say(line)
+    if args.json is not None:
+        args.json.write_text(report_json(options, reports))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `credit-risk` command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -215,8 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Beta and preview notices (single-run backfills) are for developers, not for this output.
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
-    commands = {"sample-data": sample_data_command, "run": run_command}
+    commands = {"sample-data": sample_data_command, "run": run_command, "bench": bench_command}
 
+    from credit_risk_assets.bench import BenchError
     from credit_risk_assets.runner import PipelineRunError
     from credit_risk_assets.sample_data import SampleDataError
     from credit_risk_assets.warehouse.database import (
@@ -229,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected_errors = (
         SettingsError,
         PipelineRunError,
+        BenchError,
         WarehouseError,
         SourceError,
         SampleDataError,

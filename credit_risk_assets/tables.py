@@ -103,6 +103,8 @@ PD_MODEL = TableSpec(
         C("ks", "double", "Kolmogorov-Smirnov statistic on the validation sample."),
         C("brier", "double", "Mean squared error of the PD on the validation sample."),
         C("trained_at", "datetime", "UTC time the model was fitted."),
+        C("regularisation_c", "double", "Inverse L2 regularisation strength of the fit."),
+        C("max_iter", "int", "Iteration limit of the lbfgs solver in the fit."),
     ),
     primary_key=("model_version", "feature"),
 )
@@ -180,6 +182,146 @@ SOURCE_REJECTS = TableSpec(
     primary_key=("run_id", "billing_month", "source_row", "rule"),
 )
 
+SAMPLE = C(
+    "sample",
+    "label",
+    "train (development fit on its own months), out_of_time (the same fit on the held-out "
+    "month) or in_sample (notebook mode).",
+)
+
+MODEL_PERFORMANCE = TableSpec(
+    name="model_performance",
+    description="Discrimination and accuracy of the PD model on each validation sample.",
+    columns=(
+        C("model_version", "label", "Published model the validation belongs to."),
+        SAMPLE,
+        C("first_month", "date", "First as-of month of the sample."),
+        C("last_month", "date", "Last as-of month of the sample."),
+        C("fit_first_month", "date", "First as-of month of the fit that scored the sample."),
+        C("fit_last_month", "date", "Last as-of month of the fit that scored the sample."),
+        C("accounts", "bigint", "Account-months in the sample."),
+        C("defaults", "bigint", "Account-months labelled default in the sample."),
+        C("base_rate", "double", "Observed default rate: defaults / accounts."),
+        C("mean_pd", "double", "Mean PD the fit gave the sample."),
+        C("auc", "double", "Area under the ROC curve."),
+        C("gini", "double", "2 * AUC - 1."),
+        C("ks", "double", "Largest gap between the PD distributions of defaults and others."),
+        C("brier", "double", "Mean squared error of the PD against the 0/1 outcome."),
+        C(
+            "brier_skill",
+            "double",
+            "1 - brier / (base_rate * (1 - base_rate)): 0 is no better than the base rate.",
+        ),
+    ),
+    primary_key=("model_version", "sample"),
+)
+
+GRADE = C("risk_grade", "label", "Master-scale grade: 1 (safest) to 9; D in default.")
+GRADE_ORDER = C("grade_order", "int", "Sort order of the grade: 1 to 9, then 10 for D.")
+
+MODEL_CALIBRATION = TableSpec(
+    name="model_calibration",
+    description="Expected and observed default rates per master-scale grade and sample.",
+    columns=(
+        C("model_version", "label", "Published model the validation belongs to."),
+        SAMPLE,
+        GRADE,
+        GRADE_ORDER,
+        C("pd_lower", "double", "Lowest PD of the grade (inclusive)."),
+        C("pd_upper", "double", "PD bound above the grade (exclusive; grade 9 holds PD 1)."),
+        C("accounts", "bigint", "Account-months of the sample in the grade."),
+        C("defaults", "bigint", "Of which labelled default."),
+        C("expected_default_rate", "double", "Mean PD of the grade's account-months."),
+        C("observed_default_rate", "double", "defaults / accounts."),
+        C(
+            "standard_error",
+            "double",
+            "Standard error of the observed rate if the PDs are right: sqrt(sum pd(1-pd)) / n.",
+        ),
+        C(
+            "z_score",
+            "double",
+            "(observed - expected) / standard_error; |z| above 2 is outside sampling error.",
+            nullable=True,
+        ),
+    ),
+    primary_key=("model_version", "sample", "risk_grade"),
+)
+
+VARIABLE = C("variable", "label", "pd_score, or the model feature the bins describe.")
+
+STABILITY_BASELINE = TableSpec(
+    name="stability_baseline",
+    description="Bins and shares of the score and of each feature in the training sample.",
+    columns=(
+        C("model_version", "label", "Published model whose training sample is binned."),
+        VARIABLE,
+        C("bin_order", "int", "Position of the bin, 1 for the lowest values."),
+        C("bin_label", "label", "The bin as an interval, e.g. (0, 12.5] or grade 4 [0.04, 0.07)."),
+        C(
+            "lower_bound",
+            "double",
+            "Bound below the bin; null when open. pd_score bins include it, feature bins not.",
+            nullable=True,
+        ),
+        C(
+            "upper_bound",
+            "double",
+            "Bound above the bin; null when open. Feature bins include it, pd_score bins not.",
+            nullable=True,
+        ),
+        C("accounts", "bigint", "Training account-months in the bin."),
+        C("share", "double", "accounts / all training account-months."),
+    ),
+    primary_key=("model_version", "variable", "bin_order"),
+)
+
+SCORE_STABILITY = TableSpec(
+    name="score_stability",
+    description="Population stability index of the score and each feature, per scored month.",
+    columns=(
+        AS_OF,
+        VARIABLE,
+        C("model_version", "label", "Model whose training sample is the baseline."),
+        C("accounts", "bigint", "Accounts scored by the model in the month (not in default)."),
+        C("psi", "double", "Sum over bins of (a - e) * ln(a / e), shares a (month), e (training)."),
+        C("stability", "label", "stable (PSI < 0.10), monitor (< 0.25) or shifted, by default."),
+        C("largest_shift_bin", "label", "Bin that adds most to the PSI."),
+        C("largest_shift_psi", "double", "That bin's term of the PSI."),
+    ),
+    primary_key=("as_of_month", "variable"),
+    partition_column="as_of_month",
+)
+
+RISK_SEGMENT_SUMMARY = TableSpec(
+    name="risk_segment_summary",
+    description="Accounts, mean PD and observed default rate per month, segment and grade.",
+    columns=(
+        AS_OF,
+        C("risk_segment", "label", "Low, Medium or High."),
+        GRADE,
+        GRADE_ORDER,
+        C("accounts", "bigint", "Accounts scored in the month, segment and grade."),
+        C("mean_pd", "double", "Mean pd_score of those accounts."),
+        C("expected_defaults", "double", "Sum of pd_score: defaults the model expects."),
+        C("is_mature", "flag", "1 when the month has forward labels (its window is complete)."),
+        C("labelled_accounts", "bigint", "Accounts with a forward label (0 before maturity)."),
+        C(
+            "observed_defaults",
+            "bigint",
+            "Labelled accounts that defaulted in the performance window; null when none labelled.",
+            nullable=True,
+        ),
+        C(
+            "observed_default_rate",
+            "double",
+            "observed_defaults / labelled_accounts; null when none labelled.",
+            nullable=True,
+        ),
+    ),
+    primary_key=("as_of_month", "risk_segment", "risk_grade"),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -192,5 +334,10 @@ TABLES: dict[str, TableSpec] = {
         RISK_SCORES,
         ACCOUNT_RISK_SCORES,
         SOURCE_REJECTS,
+        MODEL_PERFORMANCE,
+        MODEL_CALIBRATION,
+        STABILITY_BASELINE,
+        SCORE_STABILITY,
+        RISK_SEGMENT_SUMMARY,
     )
 }

@@ -135,7 +135,7 @@ def test_credit_score_decreases_strictly_in_pd_and_stays_finite_at_0_and_1() -> 
 def test_risk_grade_follows_the_master_scale_and_gives_d_in_default() -> None:
     """Each upper bound starts the next grade; in-default accounts are D whatever their PD."""
     bounds = [bound for bound, _ in MASTER_SCALE]
-    pd_score = np.array([0.0, 0.0049, bounds[0], 0.039, 0.04, 0.3999, 0.4, 1.0, 0.001])
+    pd_score = np.array([0.0, 0.0099, bounds[0], 0.0699, 0.07, 0.5999, 0.6, 1.0, 0.001])
     in_default = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1])
 
     grades = risk_grade(pd_score, in_default)

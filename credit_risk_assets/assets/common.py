@@ -30,6 +30,15 @@ def table_metadata(spec: TableSpec) -> dict[str, object]:
     }
 
 
+def table_pool(spec: TableSpec) -> str:
+    """The concurrency pool of the asset that writes this table: the table's own name.
+
+    The instance gives every pool one slot (automation/instance.py), so two runs never write
+    the same table at once.
+    """
+    return spec.name
+
+
 def partition_months(context: AssetExecutionContext) -> list[pd.Timestamp]:
     """First days of the months in the run's partition or partition range, oldest first."""
     window = context.partition_time_window
@@ -68,6 +77,11 @@ def column_lineage(deps: Mapping[str, Sequence[tuple[str, str]]]) -> TableColumn
 
 
 def missing_months(frame: pd.DataFrame, column: str, months: Sequence[pd.Timestamp]) -> list:
-    """The months of `months` that have no row in `frame[column]`."""
-    present = set(pd.to_datetime(frame[column]).dt.to_period("M").dt.to_timestamp())
+    """The months of `months` that have no row in `frame[column]`.
+
+    Values that are no dates count for no month; the data contract rejects their rows.
+    """
+    dates = pd.to_datetime(frame[column], errors="coerce", format="ISO8601")
+    # Distinct months first: a set of every row's Timestamp costs a Python object per row.
+    present = set(dates.dropna().dt.to_period("M").dt.to_timestamp().unique())
     return [month for month in months if pd.Timestamp(month) not in present]

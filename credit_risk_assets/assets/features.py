@@ -11,6 +11,7 @@ from credit_risk_assets.assets.common import (
     months_text,
     partition_months,
     table_metadata,
+    table_pool,
 )
 from credit_risk_assets.compute.features import account_features as compute_features
 from credit_risk_assets.compute.features import account_streaks as compute_streaks
@@ -67,7 +68,12 @@ def build_feature_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         "all history" if windows.lookback_months == 0 else f"{windows.lookback_months} months"
     )
 
-    @asset(name="account_features", metadata=table_metadata(ACCOUNT_FEATURES), **shared)
+    @asset(
+        name="account_features",
+        metadata=table_metadata(ACCOUNT_FEATURES),
+        pool=table_pool(ACCOUNT_FEATURES),
+        **shared,
+    )
     def account_features(
         context: AssetExecutionContext, delinquency_snapshot: pd.DataFrame
     ) -> pd.DataFrame:
@@ -87,7 +93,7 @@ def build_feature_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         )
         return features
 
-    @asset(name="streaks", metadata=table_metadata(STREAKS), **shared)
+    @asset(name="streaks", metadata=table_metadata(STREAKS), pool=table_pool(STREAKS), **shared)
     def streaks(context: AssetExecutionContext, delinquency_snapshot: pd.DataFrame) -> pd.DataFrame:
         """Longest and current runs of delinquent cycles of each account as of T."""
         months = partition_months(context)

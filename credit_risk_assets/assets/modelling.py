@@ -15,6 +15,7 @@ from credit_risk_assets.assets.common import (
     months_text,
     partition_months,
     table_metadata,
+    table_pool,
 )
 from credit_risk_assets.compute.labels import DefaultRule, forward_labels, notebook_labels
 from credit_risk_assets.compute.model import (
@@ -119,6 +120,7 @@ def build_modelling_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
 
     @asset(
         name="default_flags",
+        pool=table_pool(DEFAULT_FLAGS),
         partitions_def=windows.label_months,
         backfill_policy=SINGLE_RUN_BACKFILL,
         io_manager_key=WAREHOUSE_IO_MANAGER,
@@ -163,6 +165,7 @@ def build_modelling_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
 
     @asset(
         name="pd_model",
+        pool=table_pool(PD_MODEL),
         io_manager_key=WAREHOUSE_IO_MANAGER,
         group_name="modelling",
         kinds={"mysql", "scikitlearn"},
@@ -208,6 +211,7 @@ def build_modelling_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
 
     @asset(
         name="risk_drivers",
+        pool=table_pool(RISK_DRIVERS),
         io_manager_key=WAREHOUSE_IO_MANAGER,
         group_name="modelling",
         kinds={"mysql", "pandas"},

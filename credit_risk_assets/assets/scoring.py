@@ -4,6 +4,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, Failure, asset
 from pydantic import Field
 
+from credit_risk_assets.assets.checks import PdRangeError, require_valid_pds
 from credit_risk_assets.assets.common import (
     DATA_TEAM,
     RISK_TEAM,
@@ -13,6 +14,7 @@ from credit_risk_assets.assets.common import (
     months_text,
     partition_months,
     table_metadata,
+    table_pool,
 )
 from credit_risk_assets.compute.model import PdModel
 from credit_risk_assets.compute.scoring import (
@@ -69,6 +71,7 @@ def build_scoring_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
 
     @asset(
         name="risk_scores",
+        pool=table_pool(RISK_SCORES),
         partitions_def=windows.months,
         backfill_policy=SINGLE_RUN_BACKFILL,
         io_manager_key=WAREHOUSE_IO_MANAGER,
@@ -116,6 +119,7 @@ def build_scoring_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
 
     @asset(
         name="account_risk_scores",
+        pool=table_pool(ACCOUNT_RISK_SCORES),
         io_manager_key=WAREHOUSE_IO_MANAGER,
         group_name="scoring",
         kinds={"mysql", "pandas"},
@@ -130,6 +134,12 @@ def build_scoring_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         if risk_scores.empty:
             raise Failure(description="risk_scores holds no month: materialise risk_scores first.")
         latest = risk_scores["as_of_month"].max()
+        try:
+            # Checked before writing: a run that skipped the blocking checks on risk_scores
+            # (a backfill runs them in another run) must not publish a bad PD either.
+            require_valid_pds(risk_scores, ACCOUNT_RISK_SCORES.name)
+        except PdRangeError as error:
+            raise Failure(description=str(error)) from error
 
         context.add_output_metadata(
             {

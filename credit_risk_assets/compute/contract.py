@@ -17,6 +17,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from credit_risk_assets.tables import SOURCE_COLUMNS
+from credit_risk_assets.warehouse.schema import INTEGER_RANGES
 
 BucketScale = Sequence[tuple[int, str]]
 
@@ -58,6 +59,14 @@ _RULE_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 _LARGEST_INT64_AS_FLOAT = float(2**63)
+
+# Whole numbers each integer column can hold in the warehouse. A flag keeps the int64 range
+# here, so that a value other than 0/1 is reported by is_delinquent_mismatch instead.
+_STORABLE_RANGES = {
+    column.name: INTEGER_RANGES[column.kind]
+    for column in SOURCE_COLUMNS
+    if column.kind in ("bigint", "int")
+}
 
 # Object columns of these inferred kinds hold no numbers, so they parse as dates directly.
 _DATE_LIKE_KINDS = frozenset({"string", "date", "datetime", "datetime64", "empty"})
@@ -145,9 +154,10 @@ def check_source_contract(
 ) -> ContractResult:
     """Split a source frame into valid rows and rejects for billing months [month_start, month_end).
 
-    A value that cannot be read as its column's kind rejects its row (`unparseable_value`);
-    a missing column, or a column in which no value can be read, raises SourceSchemaError.
-    Columns beyond the 7 of the source are ignored.
+    A value that cannot be read as its column's kind, or that its warehouse column cannot
+    store (days_past_due beyond 2**31 - 1), rejects its row (`unparseable_value`); a missing
+    column, or a column in which no value can be read, raises SourceSchemaError. Columns
+    beyond the 7 of the source are ignored.
     """
     start, end = _partition_bounds(month_start, month_end)
     _require_columns(frame)
@@ -255,20 +265,24 @@ def _read_dates(raw: pd.Series, name: str) -> pd.Series:
 
 
 def _read_integers(raw: pd.Series, name: str) -> pd.Series:
-    if ptypes.is_bool_dtype(raw) or ptypes.is_integer_dtype(raw):
-        return raw.astype("Int64")
     if ptypes.is_datetime64_any_dtype(raw) or ptypes.is_timedelta64_dtype(raw):
         _refuse_kind(raw, name, "a whole number")
         return pd.Series(pd.NA, index=raw.index, dtype="Int64")
+    if ptypes.is_bool_dtype(raw) or ptypes.is_integer_dtype(raw):
+        integers = raw.astype("Int64")
+    else:
+        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        whole = (
+            np.isfinite(numbers)
+            & (numbers == np.floor(numbers))
+            & (np.abs(numbers) < _LARGEST_INT64_AS_FLOAT)
+        )
+        values = np.where(whole, numbers, 0).astype("int64")
+        integers = pd.Series(pd.arrays.IntegerArray(values, ~whole), index=raw.index)
 
-    numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    whole = (
-        np.isfinite(numbers)
-        & (numbers == np.floor(numbers))
-        & (np.abs(numbers) < _LARGEST_INT64_AS_FLOAT)
-    )
-    integers = np.where(whole, numbers, 0).astype("int64")
-    return pd.Series(pd.arrays.IntegerArray(integers, ~whole), index=raw.index)
+    # A number its warehouse column cannot store (10**12 days past due) is no real value.
+    low, high = _STORABLE_RANGES.get(name, INTEGER_RANGES["bigint"])
+    return integers.where(((integers >= low) & (integers <= high)).fillna(False))
 
 
 def _read_text(raw: pd.Series, name: str) -> pd.Series:

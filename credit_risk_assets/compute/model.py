@@ -75,6 +75,8 @@ class PdModel:
 
     The arrays are stored as read-only float64 copies; `model_version` is a hash of the
     features and the numbers that determine a score, so equal versions score identically.
+    `regularisation_c` and `max_iter` record the settings of the fit, so that the development
+    fit behind the out-of-time figures can be repeated exactly (see fit_development_model).
     """
 
     features: tuple[str, ...]
@@ -88,6 +90,8 @@ class PdModel:
     training_default_rate: float
     validation: Validation
     trained_at: datetime
+    regularisation_c: float = 1.0
+    max_iter: int = 1000
 
     def __post_init__(self) -> None:
         features = tuple(str(feature) for feature in self.features)
@@ -116,6 +120,8 @@ class PdModel:
         object.__setattr__(self, "training_last_month", pd.Timestamp(self.training_last_month))
         object.__setattr__(self, "training_rows", int(self.training_rows))
         object.__setattr__(self, "training_default_rate", float(self.training_default_rate))
+        object.__setattr__(self, "regularisation_c", float(self.regularisation_c))
+        object.__setattr__(self, "max_iter", int(self.max_iter))
 
     # Written out because the generated __eq__ and __hash__ cannot compare numpy arrays.
     def __eq__(self, other: object) -> bool:
@@ -139,6 +145,8 @@ class PdModel:
             self.training_default_rate,
             self.validation,
             self.trained_at,
+            self.regularisation_c,
+            self.max_iter,
         )
 
     @property
@@ -189,13 +197,14 @@ class PdModel:
             "validation_sample": [validation.sample] * count,
             "validation_month": _repeat_date(validation.month, count),
             "validation_rows": np.full(count, validation.rows, dtype="int64"),
-            # Kept only once tables.PD_MODEL declares the column; dropped by `columns=` until then.
             "validation_default_rate": np.full(count, validation.default_rate),
             "auc": np.full(count, validation.auc),
             "gini": np.full(count, validation.gini),
             "ks": np.full(count, validation.ks),
             "brier": np.full(count, validation.brier),
             "trained_at": _repeat_date(_naive_utc(self.trained_at), count),
+            "regularisation_c": np.full(count, self.regularisation_c),
+            "max_iter": np.full(count, self.max_iter, dtype="int64"),
         }
         return pd.DataFrame(columns, columns=list(tables.PD_MODEL.column_names))
 
@@ -210,8 +219,7 @@ class PdModel:
             sample=str(first["validation_sample"]),
             month=pd.Timestamp(first["validation_month"]),
             rows=int(first["validation_rows"]),
-            # pd_model has no column for it yet; NaN says "not stored" rather than guessing.
-            default_rate=float(first.get("validation_default_rate", np.nan)),
+            default_rate=float(first["validation_default_rate"]),
             auc=float(first["auc"]),
             gini=float(first["gini"]),
             ks=float(first["ks"]),
@@ -229,6 +237,8 @@ class PdModel:
             training_default_rate=float(first["training_default_rate"]),
             validation=validation,
             trained_at=pd.Timestamp(first["trained_at"]).to_pydatetime().replace(tzinfo=UTC),
+            regularisation_c=float(first["regularisation_c"]),
+            max_iter=int(first["max_iter"]),
         )
 
         stored_version = str(first["model_version"])
@@ -262,6 +272,11 @@ def training_frame(
         for frame, name in ((features, "features"), (streaks, "streaks"), (labels, "labels"))
     )
 
+    # Only labelled months can join: dropping the others first keeps the merges to the size of
+    # the training rows, a fraction of a large book's year of features.
+    labelled_months = labels["as_of_month"].unique()
+    features = features[features["as_of_month"].isin(labelled_months)]
+    streaks = streaks[streaks["as_of_month"].isin(labelled_months)]
     streak_columns = [column for column in streaks.columns if column not in features.columns]
     inputs = features.merge(streaks[[*KEYS, *streak_columns]], on=list(KEYS), how="inner")
     joined = labels[[*KEYS, LABEL]].merge(inputs, on=list(KEYS), how="left", indicator=True)
@@ -319,7 +334,8 @@ def train_pd_model(
     latest = months.max()
 
     if out_of_time:
-        validation = _out_of_time_validation(rows, features, regularisation_c, max_iter)
+        development = _fit_development(rows, features, regularisation_c, max_iter)
+        validation = development.validation
         published = _fit(rows, features, regularisation_c, max_iter, "training")
     else:
         published = _fit(rows, features, regularisation_c, max_iter, "training")
@@ -339,7 +355,27 @@ def train_pd_model(
         validation=validation,
         # Whole seconds, because a DATETIME column without fractional seconds keeps no more.
         trained_at=datetime.now(UTC).replace(microsecond=0),
+        regularisation_c=regularisation_c,
+        max_iter=max_iter,
     )
+
+
+def fit_development_model(
+    training: pd.DataFrame,
+    features: Sequence[str] = DEFAULT_MODEL_FEATURES,
+    *,
+    regularisation_c: float = 1.0,
+    max_iter: int = 1000,
+) -> PdModel:
+    """The fit on every month but the latest, validated out of time on the latest month.
+
+    This is the fit whose figures train_pd_model publishes as the out-of-time validation; with
+    the same rows and settings it returns exactly the same numbers, so a validation step can
+    score the development and holdout rows without storing a second model.
+    """
+    features = _check_model_settings(features, regularisation_c, max_iter)
+    rows = _check_training_rows(training, features)
+    return _fit_development(rows, features, regularisation_c, max_iter)
 
 
 def risk_drivers(model: PdModel) -> pd.DataFrame:
@@ -399,10 +435,10 @@ def _fit(
     return scaler.mean_, scaler.scale_, regression.coef_[0], float(regression.intercept_[0])
 
 
-def _out_of_time_validation(
+def _fit_development(
     rows: pd.DataFrame, features: tuple[str, ...], c: float, max_iter: int
-) -> Validation:
-    """Figures on the latest month of a fit on the earlier months, which never sees it."""
+) -> PdModel:
+    """A fit on the earlier months, with its figures on the latest month, which it never sees."""
     months = rows["as_of_month"]
     if months.nunique() < 2:
         raise TrainingDataError(
@@ -411,8 +447,25 @@ def _out_of_time_validation(
         )
 
     latest = months.max()
-    fitted = _fit(rows[months < latest], features, c, max_iter, "development")
-    return _validate(rows[months == latest], features, fitted, OUT_OF_TIME, latest)
+    development = rows[months < latest]
+    fitted = _fit(development, features, c, max_iter, "development")
+    validation = _validate(rows[months == latest], features, fitted, OUT_OF_TIME, latest)
+    mean, scale, coefficients, intercept = fitted
+    return PdModel(
+        features=features,
+        scaler_mean=mean,
+        scaler_scale=scale,
+        coefficients=coefficients,
+        intercept=intercept,
+        training_first_month=months.min(),
+        training_last_month=development["as_of_month"].max(),
+        training_rows=len(development),
+        training_default_rate=float(development[LABEL].mean()),
+        validation=validation,
+        trained_at=datetime.now(UTC).replace(microsecond=0),
+        regularisation_c=c,
+        max_iter=max_iter,
+    )
 
 
 def _validate(

@@ -16,16 +16,19 @@ SEGMENT_LABELS = ("Low", "Medium", "High")
 DEFAULT_SEGMENT_EDGES = (0.3, 0.6)
 
 # Grades by upper PD bound: a grade holds the PDs from the previous bound up to, but not
-# including, its own; the last grade also holds a PD of exactly 1.
+# including, its own; the last grade also holds a PD of exactly 1. Each bound is 1.7 to 2 times
+# the one before, so a grade step means about the same relative change in risk everywhere. The
+# bands suit a six-month behavioural PD whose book-wide default rate is near 10%: an account
+# with no delinquency in its lookback lands in grade 4, and grades 5 to 9 split the tail.
 MASTER_SCALE: tuple[tuple[float, str], ...] = (
-    (0.005, "1"),
-    (0.01, "2"),
-    (0.02, "3"),
-    (0.04, "4"),
-    (0.08, "5"),
-    (0.15, "6"),
-    (0.25, "7"),
-    (0.40, "8"),
+    (0.01, "1"),
+    (0.02, "2"),
+    (0.04, "3"),
+    (0.07, "4"),
+    (0.12, "5"),
+    (0.20, "6"),
+    (0.35, "7"),
+    (0.60, "8"),
     (1.0, "9"),
 )
 DEFAULT_GRADE = "D"
@@ -103,6 +106,24 @@ def risk_grade(pd_score: ArrayLike, in_default: ArrayLike) -> np.ndarray:
     grades = np.array([grade for _, grade in MASTER_SCALE], dtype=object)
     positions = np.minimum(np.searchsorted(bounds, scores, side="right"), len(bounds) - 1)
     return np.where(defaulted.astype(bool), DEFAULT_GRADE, grades[positions]).astype(str)
+
+
+def master_scale_bands() -> pd.DataFrame:
+    """The master scale as rows: risk_grade, grade_order (1.. with D last), pd_lower, pd_upper.
+
+    A grade holds PDs in [pd_lower, pd_upper), the last model grade also PD 1; D has no band
+    because it is given by the account's state (90+ DPD at T), not by its PD.
+    """
+    uppers = [bound for bound, _ in MASTER_SCALE]
+    grades = [grade for _, grade in MASTER_SCALE]
+    return pd.DataFrame(
+        {
+            "risk_grade": pd.Series([*grades, DEFAULT_GRADE], dtype="str"),
+            "grade_order": np.arange(1, len(grades) + 2, dtype="int64"),
+            "pd_lower": [0.0, *uppers[:-1], np.nan],
+            "pd_upper": [*uppers, np.nan],
+        }
+    )
 
 
 def reason_codes(model: PdModel, frame: pd.DataFrame, count: int = 3) -> pd.DataFrame:

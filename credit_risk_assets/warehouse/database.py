@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from credit_risk_assets.warehouse.schema import ColumnSpec, SchemaMismatchError, TableSpec
+from credit_risk_assets.warehouse import bulk
+from credit_risk_assets.warehouse.schema import (
+    SQL_TYPES,
+    ColumnSpec,
+    SchemaMismatchError,
+    TableSpec,
+)
 
 __all__ = [
     "InvalidIdentifierError",
@@ -56,12 +63,19 @@ SUPPORTED_URLS = "mysql+pymysql://user:password@host:3306/database or sqlite:///
 
 STAGING_SUFFIX = "__staging"
 RETIRED_SUFFIX = "__old"
-DEFAULT_CHUNK_ROWS = 50_000
+DEFAULT_CHUNK_ROWS = 100_000
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 MYSQL_POOL_RECYCLE_SECONDS = 3600
 
 # Query parameters that may carry a secret, hidden by redact_url like the password.
 _SECRET_QUERY_KEYS = {"password", "passwd", "pwd", "secret", "token"}
+
+# MySQL reports BIGINT as BIGINT(20): the width in brackets only affects display.
+_INTEGER_DISPLAY_WIDTH = re.compile(r"^((?:TINY|SMALL|MEDIUM|BIG)?INT(?:EGER)?)\(\d+\)")
+
+# PyMySQL options that run SQL on connect: init_command directly, option files through their
+# init-command setting.
+_SQL_RUNNING_QUERY_KEYS = {"init_command", "read_default_file", "read_default_group"}
 _REDACTED = "***"
 
 # Execution option that makes the SQLite begin hook take the write lock up front.
@@ -70,6 +84,7 @@ _WRITE_OPTION = "credit_risk_write"
 # Placeholders for positional parameters as each driver takes them (PyMySQL: %s with tuples).
 _DRIVER_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_TEXT_KINDS = {"label", "text"}
 
 MonthLike = pd.Timestamp | date | datetime | str
 
@@ -139,12 +154,26 @@ def parse_url(url: str | sa.URL) -> sa.URL:
         ) from None
 
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
-    if backend == "sqlite" or (backend in ("mysql", "mariadb") and driver == "pymysql"):
+    if backend == "sqlite":
+        return parsed
+    if backend in ("mysql", "mariadb") and driver == "pymysql":
+        _refuse_sql_options(parsed)
         return parsed
     raise UnsupportedDatabaseError(
         f"{redact_url(parsed)} uses {backend}+{driver}, which this project does not support; "
         f"write it as {SUPPORTED_URLS}."
     )
+
+
+def _refuse_sql_options(url: sa.URL) -> None:
+    """Refuse URL options that make the driver run SQL of the URL's own on every connection."""
+    options = sorted(key for key in url.query if key.lower() in _SQL_RUNNING_QUERY_KEYS)
+    if options:
+        raise UnsupportedDatabaseError(
+            f"{redact_url(url)} sets {', '.join(options)}, which would run SQL taken from the "
+            "configuration on every connection; the pipeline runs only its own statements. "
+            "Remove the option, and set session defaults on the server or the database user."
+        )
 
 
 def sqlite_path(url: sa.URL) -> Path | None:
@@ -218,7 +247,20 @@ def _begin_sqlite(connection: sa.Connection) -> None:
 def _mysql_engine(url: sa.URL, *, read_only: bool) -> sa.Engine:
     if "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=MYSQL_POOL_RECYCLE_SECONDS)
+    # Bulk writes use LOAD DATA LOCAL INFILE, which the client must allow; `?local_infile=0`
+    # in the URL turns it off (writes then use multi-row INSERT). A read-only engine never
+    # allows it: the server could then ask for any local file.
+    connect_args: dict[str, bool] = {}
+    if read_only:
+        connect_args["local_infile"] = False
+    elif "local_infile" not in url.query:
+        connect_args["local_infile"] = True
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_recycle=MYSQL_POOL_RECYCLE_SECONDS,
+        connect_args=connect_args,
+    )
     if read_only:
         sa.event.listen(engine, "connect", _make_mysql_read_only)
     return engine
@@ -241,6 +283,12 @@ def describe_database_error(action: str, url: str | sa.URL, error: sa.exc.SQLAlc
     statement = getattr(error, "statement", None)
     if statement:
         message += f" [SQL: {' '.join(str(statement).split())[:200]}]"
+    if getattr(error, "connection_invalidated", False):
+        message += (
+            ". The connection to the server was lost (a restart, crash or network fault): "
+            "writes are transactions or atomic swaps, so each table holds its previous rows or "
+            "all the new ones. Run it again once the server answers."
+        )
     return _without_password(message, url)
 
 
@@ -291,10 +339,15 @@ def as_month(value: MonthLike, name: str = "month") -> pd.Timestamp:
 
     A timezone-aware value (Dagster's partition windows) keeps its wall-clock date.
     """
-    month = pd.Timestamp(value)
+    try:
+        month = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} {value!r} is not a date: pass a month as its first day, e.g. 2024-03-01."
+        ) from None
     if month.tzinfo is not None:
         month = month.tz_localize(None)
-    if month != month.to_period("M").to_timestamp():
+    if pd.isna(month) or month != month.to_period("M").to_timestamp():
         raise ValueError(
             f"{name} {month} is not the first day of a month at midnight: pass a month as "
             "its first day, e.g. 2024-03-01."
@@ -330,10 +383,20 @@ class WarehouseDatabase:
     in one transaction; an unpartitioned table is loaded beside the live one and swapped in.
     """
 
-    def __init__(self, url: str | sa.URL, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(
+        self,
+        url: str | sa.URL,
+        *,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        bulk_transfer: bool = True,
+    ) -> None:
         self.url = parse_url(url)
         self.chunk_rows = chunk_rows
+        # False keeps to the driver's cursor and executemany: the plain paths that the
+        # columnar reads and bulk loads are checked against.
+        self.bulk_transfer = bulk_transfer
         self._engine: sa.Engine | None = None
+        self._told_about_bulk_load = False
 
     def __repr__(self) -> str:
         return f"WarehouseDatabase({self.redacted_url!r})"
@@ -379,15 +442,15 @@ class WarehouseDatabase:
     def ensure_table(self, spec: TableSpec) -> None:
         """Create the table from its declared schema when it is missing.
 
-        An existing table whose columns differ from the declaration is refused with
-        WarehouseError, since writing to it would fail half-way or drop columns silently.
+        An existing table that differs from the declaration (columns, their types and
+        nullability, primary key) is refused with WarehouseError, since writing to it would
+        fail half-way or work around a change made by hand.
         """
         table = _sqlalchemy_table(spec, spec.name)
         with self._writing() as connection:
             inspector = sa.inspect(connection)
             if inspector.has_table(spec.name):
-                existing = [column["name"] for column in inspector.get_columns(spec.name)]
-                self._refuse_other_columns(spec, existing)
+                self._refuse_other_shape(spec, inspector)
                 return
             table.create(connection)
         log.info("Created table %s in %s", spec.name, self.redacted_url)
@@ -428,13 +491,18 @@ class WarehouseDatabase:
         """Replace the whole table with `frame`; a reader sees the old table or the new one.
 
         The rows are loaded into `<table>__staging`, which is then swapped in by an atomic
-        rename. Leftovers of a crashed run are dropped first. Returns the rows written.
+        rename. Leftovers of a crashed run are dropped first. A live table that differs from
+        the declaration is refused, as by ensure_table: the swap would silently drop a change
+        made to it by hand. Returns the rows written.
         """
         rows = spec.conform(frame)
         staging = check_identifier(spec.name + STAGING_SUFFIX)
         retired = check_identifier(spec.name + RETIRED_SUFFIX)
 
         with self._writing() as connection:
+            inspector = sa.inspect(connection)
+            if inspector.has_table(spec.name):
+                self._refuse_other_shape(spec, inspector)
             for leftover in (staging, retired):
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS {self._quote(leftover)}")
             _sqlalchemy_table(spec, staging).create(connection)
@@ -455,6 +523,31 @@ class WarehouseDatabase:
         log.info("Appended %d rows to %s", len(rows), spec.name)
         return len(rows)
 
+    @redacting_errors("load table")
+    def load_table(
+        self,
+        spec: TableSpec,
+        frame: pd.DataFrame,
+        *,
+        name: str | None = None,
+        replace: bool = False,
+    ) -> int:
+        """Bulk-insert `frame` into table `name` (the spec's own name by default).
+
+        The table is created from the declared schema when missing; with `replace` an existing
+        one is dropped first. This is for tables outside the pipeline's assets, such as a
+        sample source: their readers are not protected by a swap. Returns the rows written.
+        """
+        rows = spec.conform(frame)
+        table = _sqlalchemy_table(spec, check_identifier(name or spec.name))
+        with self._writing() as connection:
+            if replace:
+                table.drop(connection, checkfirst=True)
+            table.create(connection, checkfirst=True)
+            self._insert(connection, spec, table.name, rows)
+        log.info("Loaded %d rows into %s", len(rows), table.name)
+        return len(rows)
+
     @redacting_errors("read")
     def read(
         self,
@@ -467,31 +560,95 @@ class WarehouseDatabase:
         """Rows with the partition column in [start, end) (either bound may be None), or all.
 
         Columns come in declared order (or the order of `columns`) with the frame dtypes,
-        rows in primary-key order. A missing table reads as an empty frame.
+        rows in primary-key order. A missing table reads as an empty frame. Text columns hold
+        one string object per distinct value, and the columnar reader fetches one partition
+        value (a month) at a time, so a read needs little memory beyond its result.
         """
         names = [column.name for column in spec.select_columns(columns)]
         table = _sqlalchemy_table(spec, spec.name)
-        # Values come as the driver gives them (SQLite dates as ISO text): conform parses
-        # whole columns at once, faster than SQLAlchemy's per-value result processing.
-        raw_columns = (sa.type_coerce(table.c[name], sa.types.NullType()) for name in names)
-        query = (
-            sa.select(*raw_columns)
-            .where(*_window_clauses(spec, table, start, end))
-            .order_by(*(table.c[key] for key in spec.primary_key))
-        )
+        # Bounds are checked even when the table is missing: a bad month is an error, not "no rows".
+        start = None if start is None else as_month(start, "start")
+        end = None if end is None else as_month(end, "end")
         with self.engine.connect() as connection:
             if not sa.inspect(connection).has_table(spec.name):
                 return spec.empty_frame(names)
-            result = connection.execution_options(stream_results=True).execute(query)
-            # Rows become plain tuples first: pandas probes each Row object for namedtuple
-            # fields, and every probe of an SQLAlchemy Row raises and catches an exception.
             chunks = [
-                spec.conform(pd.DataFrame.from_records(map(tuple, rows), columns=names), names)
-                for rows in result.partitions(self.chunk_rows)
+                _as_declared(spec, rows, names)
+                for query in self._read_queries(connection, spec, table, names, start, end)
+                for rows in self._fetch(connection, query, names, spec.name)
+                if len(rows)
             ]
         if not chunks:
             return spec.empty_frame(names)
-        return pd.concat(chunks, ignore_index=True)
+        return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+    def _reads_columnar(self) -> bool:
+        return self.bulk_transfer and bulk.columnar_url(self.url) is not None
+
+    def _read_queries(
+        self,
+        connection: sa.Connection,
+        spec: TableSpec,
+        table: sa.Table,
+        names: list[str],
+        start: MonthLike | None,
+        end: MonthLike | None,
+    ) -> list[sa.Select]:
+        """The SELECTs of a read: one per partition value when the columnar reader reads text
+        columns, else one."""
+        # Values come as the driver gives them (SQLite dates as ISO text): they are converted
+        # a whole column at a time, faster than SQLAlchemy's per-value result processing.
+        raw_columns = [sa.type_coerce(table.c[name], sa.types.NullType()) for name in names]
+        window = _window_clauses(spec, table, start, end)
+        order = [table.c[key] for key in spec.primary_key]
+        has_text = any(column.kind in _TEXT_KINDS for column in spec.select_columns(names))
+        if spec.partition_column is None or not has_text or not self._reads_columnar():
+            return [sa.select(*raw_columns).where(*window).order_by(*order)]
+
+        # The columnar reader holds a whole result's text as Python strings before they can be
+        # shared; a partition value at a time bounds that to one month's rows.
+        partition = table.c[spec.partition_column]
+        present = connection.execute(
+            sa.select(partition).where(*window).distinct().order_by(partition)
+        ).scalars()
+        values = list(present)
+        queries = []
+        for low, high in zip(values, [*values[1:], None], strict=True):
+            bounds = [partition >= low] + ([partition < high] if high is not None else window)
+            queries.append(sa.select(*raw_columns).where(*bounds).order_by(*order))
+        return queries
+
+    def _fetch(
+        self, connection: sa.Connection, query: sa.Select, names: list[str], table: str
+    ) -> Iterator[pd.DataFrame]:
+        """The rows of `query` as raw frames: one from the columnar reader, or cursor chunks."""
+        if self._reads_columnar():
+            text = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+            frame = bulk.read_columnar(self.url, str(text), table=table)
+            if frame is not None:
+                yield frame
+                return
+        yield from self._read_rows(connection, query, names, table)
+
+    def _read_rows(
+        self, connection: sa.Connection, query: sa.Select, names: list[str], table: str
+    ) -> Iterator[pd.DataFrame]:
+        """The rows of `query` through the driver's cursor, a chunk at a time."""
+        began = time.perf_counter()
+        rows = 0
+        if connection.dialect.name == "sqlite":
+            # SQLite's cursor fetches lazily by itself; its own tuples skip SQLAlchemy's Rows.
+            chunks = bulk.fetch_tuples(connection.execute(query), self.chunk_rows)
+        else:
+            # A server-side cursor, so that the driver does not hold every row at once. Its
+            # first rows sit in SQLAlchemy's buffer, so they come through the result's Rows.
+            result = connection.execution_options(stream_results=True).execute(query)
+            chunks = (list(map(tuple, part)) for part in result.partitions(self.chunk_rows))
+        for chunk in chunks:
+            rows += len(chunk)
+            yield pd.DataFrame.from_records(chunk, columns=names)
+        seconds = time.perf_counter() - began
+        bulk.log_transfer(bulk.Transfer("read", table, rows, seconds, "cursor"))
 
     @redacting_errors("find the latest month of")
     def latest_month(
@@ -532,9 +689,50 @@ class WarehouseDatabase:
     def _insert(
         self, connection: sa.Connection, spec: TableSpec, table_name: str, rows: pd.DataFrame
     ) -> None:
-        """Insert conformed rows in chunks, each an executemany of one bound INSERT."""
+        """Insert conformed rows: LOAD DATA LOCAL INFILE where MySQL allows it, else INSERT."""
         if rows.empty:
             return
+        began = time.perf_counter()
+        if self.bulk_transfer and bulk.accepts_local_infile(connection):
+            method = "LOAD DATA LOCAL INFILE"
+            columns = [self._quote(name) for name in spec.column_names]
+            try:
+                bulk.load_data_local(
+                    connection,
+                    self._quote(table_name),
+                    spec.columns,
+                    columns,
+                    rows,
+                    self.chunk_rows,
+                )
+            except bulk.BulkLoadError as error:
+                raise WarehouseError(str(error)) from None
+        else:
+            method = "executemany"
+            self._warn_once_without_bulk_load(connection)
+            self._insert_many(connection, spec, table_name, rows)
+        seconds = time.perf_counter() - began
+        bulk.log_transfer(bulk.Transfer("write", table_name, len(rows), seconds, method))
+
+    def _warn_once_without_bulk_load(self, connection: sa.Connection) -> None:
+        if connection.dialect.name != "mysql" or self._told_about_bulk_load:
+            return
+        self._told_about_bulk_load = True
+        log.info(
+            "Writing to %s with multi-row INSERT: LOAD DATA LOCAL INFILE is off (server "
+            "variable local_infile, or local_infile=0 in the URL). It is several times faster: "
+            "SET GLOBAL local_infile = 1 on the server to use it.",
+            self.redacted_url,
+        )
+
+    def _insert_many(
+        self, connection: sa.Connection, spec: TableSpec, table_name: str, rows: pd.DataFrame
+    ) -> None:
+        """Insert conformed rows in chunks, each an executemany of one bound INSERT.
+
+        PyMySQL sends an executemany of INSERT ... VALUES as multi-row INSERT statements,
+        each value escaped by the driver.
+        """
         dialect = connection.dialect
         placeholder = _DRIVER_PLACEHOLDERS[dialect.paramstyle]
         statement = (
@@ -564,16 +762,76 @@ class WarehouseDatabase:
             else:
                 connection.exec_driver_sql(f"RENAME TABLE {new} TO {live}")
 
-    def _refuse_other_columns(self, spec: TableSpec, existing: Sequence[str]) -> None:
+    def _refuse_other_shape(self, spec: TableSpec, inspector: sa.Inspector) -> None:
+        """WarehouseError naming every difference between the table and its declaration."""
+        existing = {column["name"]: column for column in inspector.get_columns(spec.name)}
         missing = [name for name in spec.column_names if name not in existing]
         unexpected = [name for name in existing if name not in spec.column_names]
-        if missing or unexpected:
-            raise WarehouseError(
-                f"Table {self.table_name(spec)} in {self.redacted_url} does not have the "
-                f"declared columns (missing {missing}, unexpected {unexpected}): it was made by "
-                "another version of the pipeline. Drop or rename it, then re-materialise the "
-                "asset's partitions."
+        differences = [f"missing {missing}"] if missing else []
+        differences += [f"unexpected {unexpected}"] if unexpected else []
+
+        dialect = inspector.dialect
+        for column in spec.columns:
+            found = existing.get(column.name)
+            if found is None:
+                continue
+            declared_type = _type_text(SQL_TYPES[column.kind], dialect)
+            found_type = _type_text(found["type"], dialect)
+            if found_type != declared_type:
+                differences.append(f"{column.name} is {found_type}, declared {declared_type}")
+            if bool(found["nullable"]) != column.nullable:
+                nulls = "allows" if found["nullable"] else "refuses"
+                differences.append(f"{column.name} {nulls} NULL, unlike its declaration")
+
+        key = inspector.get_pk_constraint(spec.name).get("constrained_columns") or []
+        if list(key) != list(spec.primary_key):
+            differences.append(
+                f"primary key ({', '.join(key)}), declared ({', '.join(spec.primary_key)})"
             )
+        if differences:
+            raise WarehouseError(
+                f"Table {self.table_name(spec)} in {self.redacted_url} does not match its "
+                f"declared schema: {'; '.join(differences)}. It was changed by hand or made by "
+                "another version of the pipeline, and writing to it would fail half-way or "
+                "undo that change unseen. Drop or rename it, then re-materialise the asset's "
+                "partitions."
+            )
+
+
+def _as_declared(spec: TableSpec, frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Rows read from a declared table in the frame dtypes, converted a column at a time.
+
+    Unlike TableSpec.conform, the primary key is not checked again: the table enforces it.
+    """
+    if frame.empty:
+        return spec.empty_frame(names)
+    converted = {}
+    for column in spec.select_columns(names):
+        values, problem = column.convert(frame[column.name])
+        if problem:
+            raise WarehouseError(
+                f"Column {column.name} of table {spec.name} read back values that do not fit "
+                f"its declared kind {column.kind}: {problem}. The table was changed outside "
+                "the pipeline; re-materialise the asset."
+            )
+        converted[column.name] = _shared_text(values) if column.kind in _TEXT_KINDS else values
+    return pd.DataFrame(converted, copy=False)
+
+
+def _shared_text(values: pd.Series) -> pd.Series:
+    """Text values with one string object per distinct value.
+
+    Drivers make a new string for every row; a month of segments, grades and reason codes
+    then costs some 50 bytes a value instead of a pointer's 8.
+    """
+    codes, distinct = pd.factorize(values)
+    return pd.Series(distinct.take(codes, allow_fill=True), index=values.index, name=values.name)
+
+
+def _type_text(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    """A column type as the dialect writes it, without MySQL's integer display widths."""
+    text = type_.compile(dialect=dialect).upper()
+    return _INTEGER_DISPLAY_WIDTH.sub(r"\1", text)
 
 
 def _partition_column(spec: TableSpec) -> str:

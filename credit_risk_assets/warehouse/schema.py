@@ -79,7 +79,8 @@ class ColumnSpec:
         if len(values) == 0:
             return pd.Series(index=values.index, dtype=self.frame_dtype), None
         if values.isna().all():
-            return pd.Series(pd.NA, index=values.index, dtype=self._nullable_dtype()), None
+            # None, not pd.NA: pandas cannot fill a float64 column with pd.NA.
+            return pd.Series(None, index=values.index, dtype=self._nullable_dtype()), None
         if self.kind in INTEGER_RANGES:
             return self._to_integers(values)
         if self.kind == "double":
@@ -229,7 +230,9 @@ class TableSpec:
                 + "; ".join(problems)
                 + ". Fix the values upstream; nothing was written."
             )
-        return pd.DataFrame(converted, index=frame.index)
+        # No copy: the converted columns are new or the caller's (copy-on-write keeps them
+        # apart), and a copy of a large frame would double the memory a write needs.
+        return pd.DataFrame(converted, index=frame.index, copy=False)
 
     def _check_column_names(self, frame: pd.DataFrame, expected: Sequence[ColumnSpec]) -> None:
         names = [column.name for column in expected]

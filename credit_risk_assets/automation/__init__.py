@@ -1,0 +1,1 @@
+"""Operations: the daily and monthly schedules, the source-correction sensor, instance settings."""

@@ -1,0 +1,126 @@
+"""Pools: two runs that write the same table take turns, on an instance set up by our own file.
+
+The runs are two `dagster asset materialize` processes started together, as two engineers (or an
+engineer and a schedule) would start them: each Dagster run lives in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from credit_risk_assets.automation.instance import write_local_instance_config
+from credit_risk_assets.definitions import build_definitions
+from credit_risk_assets.sample_data import generate_snapshot, write_source_table
+from credit_risk_assets.settings import Settings
+from credit_risk_assets.tables import TABLES
+from credit_risk_assets.warehouse.source import SourceDatabase
+
+# Enough rows that the first run still holds the table when the second run's step is ready.
+ACCOUNTS = 5_000
+STEP = "delinquency_snapshot"
+TIMEOUT_SECONDS = 240
+
+
+def settings_in(folder: Path) -> Settings:
+    return Settings(
+        home=folder,
+        source_url=f"sqlite:///{folder / 'source.db'}",
+        warehouse_url=f"sqlite:///{folder / 'warehouse.db'}",
+        source_table="delinquency_snapshot",
+        first_month=date(2024, 1, 1),
+        lookback_months=6,
+        horizon_months=6,
+    )
+
+
+def step_events(instance: DagsterInstance, run_id: str) -> dict[str, list]:
+    """The snapshot step's event log entries in a run, by event type."""
+    events: dict[str, list] = {}
+    for record in instance.get_records_for_run(run_id).records:
+        entry = record.event_log_entry
+        if entry.step_key == STEP and entry.dagster_event is not None:
+            events.setdefault(entry.dagster_event.event_type_value, []).append(entry)
+    return events
+
+
+def test_two_runs_writing_the_same_table_execute_one_after_the_other(tmp_path):
+    """The second run's snapshot step waits for the table's pool until the first has written."""
+    settings = settings_in(tmp_path)
+    write_source_table(settings.source_url, generate_snapshot(accounts=ACCOUNTS))
+    months = SourceDatabase(url=settings.source_url).months_present()
+    home = tmp_path / "dagster"
+    home.mkdir()
+    write_local_instance_config(home)
+    with DagsterInstance.from_config(str(home)) as instance:
+        # Creates the storage once: two processes creating it together would race.
+        instance.get_runs()
+    command = [
+        str(Path(sys.executable).with_name("dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "credit_risk_assets.definitions",
+        "--select",
+        STEP,
+        "--partition-range",
+        f"{months[0]:%Y-%m-%d}...{months[-1]:%Y-%m-%d}",
+        # In the run's own process: a step process per run would only add start-up time.
+        "--config-json",
+        json.dumps({"execution": {"config": {"in_process": {}}}}),
+    ]
+    environment = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CREDIT_RISK_HOME": str(tmp_path),
+        "CREDIT_RISK_SOURCE_URL": settings.source_url,
+        "CREDIT_RISK_WAREHOUSE_URL": settings.warehouse_url,
+    }
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    processes = [start(), start()]
+    outputs = [process.communicate(timeout=TIMEOUT_SECONDS)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = [step_events(instance, run.run_id) for run in instance.get_runs()]
+    earlier, later = sorted(runs, key=lambda events: events["STEP_START"][0].timestamp)
+
+    assert later["STEP_START"][0].timestamp >= earlier["STEP_SUCCESS"][0].timestamp
+    waits = [entry.user_message for entry in later.get("ENGINE_EVENT", [])]
+    assert any(f"blocked by limit for pool {STEP}" in message for message in waits)
+
+
+# The pipeline's own assets (DESIGN section 4). Every other asset that writes a warehouse table
+# needs `pool=table_pool(...)` too; a multi-asset writing several tables needs one pool of its own.
+PIPELINE_ASSETS = (
+    "delinquency_snapshot",
+    "account_features",
+    "streaks",
+    "default_flags",
+    "pd_model",
+    "risk_drivers",
+    "risk_scores",
+    "account_risk_scores",
+)
+
+
+@pytest.mark.parametrize("name", PIPELINE_ASSETS)
+def test_each_pipeline_asset_writes_in_the_pool_of_its_table(tmp_path, name):
+    """The asset's step claims the pool named after the warehouse table it writes."""
+    defs = build_definitions(settings_in(tmp_path))
+
+    assets = defs.resolve_assets_def(name)
+
+    assert name in TABLES
+    assert assets.op.pool == name
