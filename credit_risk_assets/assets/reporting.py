@@ -11,6 +11,7 @@ from credit_risk_assets.assets.common import (
     month_label,
     months_text,
     table_metadata,
+    table_pool,
 )
 from credit_risk_assets.compute.plots import markdown_image, pd_histogram_png
 from credit_risk_assets.compute.validation import segment_summary
@@ -44,6 +45,7 @@ def build_reporting_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         kinds={"mysql", "pandas"},
         owners=[RISK_TEAM, DATA_TEAM],
         metadata=table_metadata(RISK_SEGMENT_SUMMARY),
+        pool=table_pool(RISK_SEGMENT_SUMMARY),
         ins={SCORES: AssetIn(), LABELS: AssetIn()},
     )
     def risk_segment_summary(

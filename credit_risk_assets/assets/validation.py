@@ -29,6 +29,7 @@ from credit_risk_assets.assets.common import (
     months_text,
     partition_months,
     table_metadata,
+    table_pool,
 )
 from credit_risk_assets.compute.model import (
     KEYS,
@@ -209,6 +210,8 @@ def build_validation_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
 
     @multi_asset(
         name="model_validation",
+        # One pool for the three tables it writes: one slot, one writer at a time.
+        pool="model_validation",
         outs={spec.name: _validation_out(spec) for spec in VALIDATION_TABLES},
         ins={
             "pd_model": AssetIn(),
@@ -290,6 +293,7 @@ def build_validation_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         kinds={"mysql", "pandas"},
         owners=[RISK_TEAM],
         metadata=table_metadata(SCORE_STABILITY),
+        pool=table_pool(SCORE_STABILITY),
         ins={
             "stability_baseline": AssetIn(),
             "pd_model": AssetIn(),
