@@ -17,7 +17,8 @@ from dagster import (
     materialize,
 )
 
-from credit_risk_assets.tables import RISK_DRIVERS, STREAKS
+from credit_risk_assets.tables import DEFAULT_FLAGS, RISK_DRIVERS, STREAKS
+from credit_risk_assets.warehouse.database import WarehouseDatabase
 from credit_risk_assets.warehouse.io_manager import (
     UnknownAssetTableError,
     WarehouseIOManager,
@@ -204,6 +205,103 @@ def test_a_latest_input_reads_only_the_latest_month_present(
 
     assert seen["streaks"]["as_of_month"].unique().tolist() == [pd.Timestamp("2024-03-01")]
     assert len(seen["streaks"]) == 3
+
+
+def test_a_columns_input_reads_only_those_columns_in_that_order(
+    database_url: str, instance: DagsterInstance
+) -> None:
+    """With input metadata columns=[...], the reader gets those columns, typed, and no others."""
+    seen: dict[str, pd.DataFrame] = {}
+
+    @asset(ins={"streaks": AssetIn(metadata={"columns": ["delinquency_streak", "account_id"]})})
+    def narrow_probe(streaks: pd.DataFrame) -> None:
+        seen["streaks"] = streaks
+
+    run([streaks], database_url, instance, partition_key="2024-05-01")
+    run([streaks, narrow_probe], database_url, instance, selection=[AssetKey("narrow_probe")])
+
+    assert list(seen["streaks"].columns) == ["delinquency_streak", "account_id"]
+    assert seen["streaks"]["delinquency_streak"].tolist() == [5, 5, 5]
+    assert seen["streaks"]["account_id"].tolist() == [1, 2, 3]
+    assert str(seen["streaks"]["account_id"].dtype) == STREAKS.column("account_id").frame_dtype
+
+
+def test_a_columns_input_naming_an_unknown_column_fails_naming_it(
+    database_url: str, instance: DagsterInstance
+) -> None:
+    """A misspelt column is an error that names it and lists the table's columns."""
+
+    @asset(ins={"streaks": AssetIn(metadata={"columns": ["account_id", "streak_lenght"]})})
+    def misspelt_probe(streaks: pd.DataFrame) -> None:
+        raise AssertionError("never reached: the input cannot load")
+
+    run([streaks], database_url, instance, partition_key="2024-05-01")
+    result = run(
+        [streaks, misspelt_probe],
+        database_url,
+        instance,
+        selection=[AssetKey("misspelt_probe")],
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = str(failure.step_failure_data.error.to_string())
+    assert "streak_lenght" in message
+    assert "delinquency_streak" in message
+
+
+def test_a_months_of_input_reads_only_the_span_of_the_other_tables_months(
+    database_url: str, instance: DagsterInstance
+) -> None:
+    """months_of=default_flags narrows a read of every streaks month to the labelled months."""
+    seen: dict[str, pd.DataFrame] = {}
+
+    @asset(ins={"streaks": AssetIn(metadata={"months_of": "default_flags"})})
+    def labelled_probe(streaks: pd.DataFrame) -> None:
+        seen["streaks"] = streaks
+
+    for month in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01"):
+        run([streaks], database_url, instance, partition_key=month)
+    labels = pd.DataFrame(
+        {
+            "as_of_month": pd.to_datetime(["2024-02-01", "2024-03-01"]),
+            "account_id": [1, 2],
+            "default_flag": [0, 1],
+            "perf_months_observed": 3,
+            "perf_max_dpd": [0, 95],
+            "perf_delinquency_ratio": [0.0, 1.0],
+            "perf_default_like_cycles": [0, 1],
+        }
+    )
+    warehouse = WarehouseDatabase(database_url)
+    try:
+        warehouse.replace_months(DEFAULT_FLAGS, labels, "2024-01-01", "2024-07-01")
+    finally:
+        warehouse.dispose()
+
+    run([streaks, labelled_probe], database_url, instance, selection=[AssetKey("labelled_probe")])
+
+    months = seen["streaks"]["as_of_month"].drop_duplicates().tolist()
+    assert months == [pd.Timestamp("2024-02-01"), pd.Timestamp("2024-03-01")]
+    assert len(seen["streaks"]) == 6
+
+
+def test_a_months_of_input_with_no_such_months_reads_as_an_empty_frame(
+    database_url: str, instance: DagsterInstance
+) -> None:
+    """Before any label exists, a months_of=default_flags read is empty, with declared dtypes."""
+    seen: dict[str, pd.DataFrame] = {}
+
+    @asset(ins={"streaks": AssetIn(metadata={"months_of": "default_flags"})})
+    def labelled_probe(streaks: pd.DataFrame) -> None:
+        seen["streaks"] = streaks
+
+    run([streaks], database_url, instance, partition_key="2024-01-01")
+    run([streaks, labelled_probe], database_url, instance, selection=[AssetKey("labelled_probe")])
+
+    assert seen["streaks"].empty
+    assert seen["streaks"].dtypes.to_dict() == STREAKS.empty_frame().dtypes.to_dict()
 
 
 def test_an_upstream_with_no_partitions_yet_reads_as_an_empty_frame(

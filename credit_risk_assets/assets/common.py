@@ -7,12 +7,14 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
     TableColumnDep,
     TableColumnLineage,
     TableSchema,
 )
 
+from credit_risk_assets.warehouse.io_manager import COLUMNS_METADATA_KEY, MONTHS_OF_METADATA_KEY
 from credit_risk_assets.warehouse.schema import TableSpec
 
 RISK_TEAM = "team:credit-risk"
@@ -37,6 +39,19 @@ def table_pool(spec: TableSpec) -> str:
     the same table at once.
     """
     return spec.name
+
+
+def narrow_input(
+    columns: Sequence[str] | None = None, months_of: TableSpec | None = None
+) -> AssetIn:
+    """An input read by the warehouse IO manager with only `columns`, and only over the span
+    of months present in the table `months_of`: what a large book needs in memory, no more."""
+    metadata: dict[str, object] = {}
+    if columns is not None:
+        metadata[COLUMNS_METADATA_KEY] = list(columns)
+    if months_of is not None:
+        metadata[MONTHS_OF_METADATA_KEY] = months_of.name
+    return AssetIn(metadata=metadata)
 
 
 def partition_months(context: AssetExecutionContext) -> list[pd.Timestamp]:

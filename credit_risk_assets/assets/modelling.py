@@ -13,6 +13,7 @@ from credit_risk_assets.assets.common import (
     missing_months,
     month_label,
     months_text,
+    narrow_input,
     partition_months,
     table_metadata,
     table_pool,
@@ -20,6 +21,7 @@ from credit_risk_assets.assets.common import (
 from credit_risk_assets.compute.labels import DefaultRule, forward_labels, notebook_labels
 from credit_risk_assets.compute.model import (
     DEFAULT_MODEL_FEATURES,
+    LABEL_COLUMNS,
     PdModel,
     TrainingDataError,
     train_pd_model,
@@ -172,9 +174,9 @@ def build_modelling_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         owners=[RISK_TEAM],
         metadata=table_metadata(PD_MODEL),
         ins={
-            "account_features": AssetIn(),
-            "streaks": AssetIn(),
-            "default_flags": AssetIn(),
+            "account_features": narrow_input(months_of=DEFAULT_FLAGS),
+            "streaks": narrow_input(months_of=DEFAULT_FLAGS),
+            "default_flags": narrow_input(LABEL_COLUMNS),
         },
     )
     def pd_model(

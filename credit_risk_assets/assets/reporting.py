@@ -1,7 +1,7 @@
 """Tables shaped for Power BI: the book by month, segment and grade, with observed outcomes."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, asset
 
 from credit_risk_assets.assets.common import (
     DATA_TEAM,
@@ -10,15 +10,26 @@ from credit_risk_assets.assets.common import (
     column_lineage,
     month_label,
     months_text,
+    narrow_input,
     table_metadata,
     table_pool,
 )
+from credit_risk_assets.compute.model import LABEL_COLUMNS
 from credit_risk_assets.compute.plots import markdown_image, pd_histogram_png
 from credit_risk_assets.compute.validation import segment_summary
 from credit_risk_assets.partitions import PipelineWindows
 from credit_risk_assets.tables import RISK_SEGMENT_SUMMARY
 
 SCORES, LABELS = "risk_scores", "default_flags"
+# The columns of risk_scores the summary and its picture use.
+SUMMARY_SCORE_COLUMNS = (
+    "as_of_month",
+    "account_id",
+    "pd_score",
+    "risk_segment",
+    "risk_grade",
+    "in_default",
+)
 
 SUMMARY_LINEAGE = {
     "as_of_month": [(SCORES, "as_of_month")],
@@ -46,7 +57,7 @@ def build_reporting_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         owners=[RISK_TEAM, DATA_TEAM],
         metadata=table_metadata(RISK_SEGMENT_SUMMARY),
         pool=table_pool(RISK_SEGMENT_SUMMARY),
-        ins={SCORES: AssetIn(), LABELS: AssetIn()},
+        ins={SCORES: narrow_input(SUMMARY_SCORE_COLUMNS), LABELS: narrow_input(LABEL_COLUMNS)},
     )
     def risk_segment_summary(
         context: AssetExecutionContext, risk_scores: pd.DataFrame, default_flags: pd.DataFrame

@@ -27,12 +27,14 @@ from credit_risk_assets.assets.common import (
     column_lineage,
     month_label,
     months_text,
+    narrow_input,
     partition_months,
     table_metadata,
     table_pool,
 )
 from credit_risk_assets.compute.model import (
     KEYS,
+    LABEL_COLUMNS,
     ModelParametersError,
     PdModel,
     TrainingDataError,
@@ -54,6 +56,7 @@ from credit_risk_assets.compute.validation import (
 )
 from credit_risk_assets.partitions import SINGLE_RUN_BACKFILL, PipelineWindows
 from credit_risk_assets.tables import (
+    DEFAULT_FLAGS,
     MODEL_CALIBRATION,
     MODEL_PERFORMANCE,
     SCORE_STABILITY,
@@ -126,11 +129,16 @@ def calibration_metadata(calibration: pd.DataFrame) -> dict[str, object]:
     }
 
 
+# The columns of risk_scores that score stability uses.
+SCORED_COLUMNS = (*KEYS, "pd_score", "in_default", "model_version")
+
+
 def scored_rows(
     risk_scores: pd.DataFrame, account_features: pd.DataFrame, streaks: pd.DataFrame
 ) -> pd.DataFrame:
     """Accounts scored by the model (not in default) with their PD and model features."""
-    scored = risk_scores.loc[risk_scores["in_default"] == 0, [*KEYS, "pd_score", "model_version"]]
+    performing = risk_scores["in_default"] == 0
+    scored = risk_scores.loc[performing, [c for c in SCORED_COLUMNS if c != "in_default"]]
     streak_columns = [c for c in streaks.columns if c not in account_features.columns]
     inputs = account_features.merge(streaks[[*KEYS, *streak_columns]], on=list(KEYS))
     return scored.merge(inputs, on=list(KEYS), how="inner")
@@ -215,9 +223,9 @@ def build_validation_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
         outs={spec.name: _validation_out(spec) for spec in VALIDATION_TABLES},
         ins={
             "pd_model": AssetIn(),
-            "account_features": AssetIn(),
-            "streaks": AssetIn(),
-            "default_flags": AssetIn(),
+            "account_features": narrow_input(months_of=DEFAULT_FLAGS),
+            "streaks": narrow_input(months_of=DEFAULT_FLAGS),
+            "default_flags": narrow_input(LABEL_COLUMNS),
         },
     )
     def model_validation(
@@ -299,7 +307,7 @@ def build_validation_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
             "pd_model": AssetIn(),
             "account_features": AssetIn(),
             "streaks": AssetIn(),
-            "risk_scores": AssetIn(),
+            "risk_scores": narrow_input(SCORED_COLUMNS),
         },
         check_specs=[
             AssetCheckSpec(

@@ -35,6 +35,8 @@ DEFAULT_MODEL_FEATURES = (
 
 KEYS = ("as_of_month", "account_id")
 LABEL = "default_flag"
+# The columns of default_flags that training and validation use.
+LABEL_COLUMNS = (*KEYS, LABEL)
 OUT_OF_TIME = "out_of_time"
 IN_SAMPLE = "in_sample"
 

@@ -650,21 +650,29 @@ class WarehouseDatabase:
         seconds = time.perf_counter() - began
         bulk.log_transfer(bulk.Transfer("read", table, rows, seconds, "cursor"))
 
-    @redacting_errors("find the latest month of")
     def latest_month(
         self, spec: TableSpec, start: MonthLike | None = None, end: MonthLike | None = None
     ) -> pd.Timestamp | None:
         """The latest value of the partition column within [start, end), or None."""
+        span = self.month_span(spec, start, end)
+        return None if span is None else span[1]
+
+    @redacting_errors("find the months of")
+    def month_span(
+        self, spec: TableSpec, start: MonthLike | None = None, end: MonthLike | None = None
+    ) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """The first and last value of the partition column within [start, end), or None."""
         partition = _partition_column(spec)
         table = _sqlalchemy_table(spec, spec.name)
-        query = sa.select(sa.func.max(table.c[partition])).where(
+        column = table.c[partition]
+        query = sa.select(sa.func.min(column), sa.func.max(column)).where(
             *_window_clauses(spec, table, start, end)
         )
         with self.engine.connect() as connection:
             if not sa.inspect(connection).has_table(spec.name):
                 return None
-            latest = connection.execute(query).scalar()
-        return None if latest is None else pd.Timestamp(latest)
+            first, last = connection.execute(query).one()
+        return None if first is None else (pd.Timestamp(first), pd.Timestamp(last))
 
     @redacting_errors("count the rows of")
     def row_count(self, spec: TableSpec) -> int:

@@ -30,6 +30,12 @@ URL_DESCRIPTION = (
 # Input metadata that asks for the latest month present in the upstream window only.
 PARTITIONS_METADATA_KEY = "partitions"
 LATEST_PARTITIONS = "latest"
+# Input metadata naming the only columns an asset uses, so that a read of a large book brings
+# nothing else into memory.
+COLUMNS_METADATA_KEY = "columns"
+# Input metadata naming another declared table: only the months from its first to its last
+# month are read (a model needs features of the labelled months only).
+MONTHS_OF_METADATA_KEY = "months_of"
 
 
 class UnknownAssetTableError(LookupError):
@@ -102,22 +108,29 @@ class WarehouseIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pd.DataFrame:
         spec = table_for_asset(context.asset_key)
         database = self.database()
+        requested = context.definition_metadata or {}
+        columns = _requested_columns(context, spec)
 
         start = end = None
         if context.has_asset_partitions:
             # An unpartitioned asset downstream of monthly ones is handed every key; months
             # never materialised are simply absent from the read.
             if not context.asset_partition_keys:
-                return spec.empty_frame()
+                return spec.empty_frame(columns)
             window = context.asset_partitions_time_window
             start, end = window.start, window.end
 
+        if MONTHS_OF_METADATA_KEY in requested:
+            span = database.month_span(_months_of_table(context, requested), start, end)
+            if span is None:
+                return spec.empty_frame(columns)
+            start, end = span[0], span[1] + pd.DateOffset(months=1)
         if _reads_latest_month(context):
             latest = database.latest_month(spec, start, end)
             if latest is None:
-                return spec.empty_frame()
+                return spec.empty_frame(columns)
             start, end = latest, latest + pd.DateOffset(months=1)
-        return database.read(spec, start, end)
+        return database.read(spec, start, end, columns=columns)
 
 
 def _reads_latest_month(context: InputContext) -> bool:
@@ -130,6 +143,31 @@ def _reads_latest_month(context: InputContext) -> bool:
             f"knows only {LATEST_PARTITIONS!r} (the latest month present in the upstream window)."
         )
     return True
+
+
+def _requested_columns(context: InputContext, spec: TableSpec) -> list[str] | None:
+    """The columns the input's metadata asks for (checked against the table), or None for all."""
+    columns = (context.definition_metadata or {}).get(COLUMNS_METADATA_KEY)
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not all(isinstance(name, str) for name in columns):
+        raise ValueError(
+            f"Input {context.name!r} asks for columns={columns!r}; give a list of column names "
+            f"of {spec.name!r}."
+        )
+    spec.select_columns(columns)
+    return list(columns)
+
+
+def _months_of_table(context: InputContext, requested: dict) -> TableSpec:
+    name = requested[MONTHS_OF_METADATA_KEY]
+    if name not in TABLES or TABLES[name].partition_column is None:
+        monthly = sorted(n for n, spec in TABLES.items() if spec.partition_column is not None)
+        raise ValueError(
+            f"Input {context.name!r} asks for months_of={name!r}; give one of the monthly "
+            f"tables {monthly}."
+        )
+    return TABLES[name]
 
 
 class WarehouseResource(ConfigurableResource):
