@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from credit_risk_assets.settings import Settings
 from credit_risk_assets.tables import TABLES
 from credit_risk_assets.warehouse.source import SourceDatabase
 
-# Enough rows that the first run still holds the table when the second run's step is ready.
-ACCOUNTS = 5_000
+ACCOUNTS = 1_000
 STEP = "delinquency_snapshot"
 TIMEOUT_SECONDS = 240
+# A stand-in for a third run that is writing the table when the two start: it holds the pool's
+# only slot until both are seen waiting, so the test does not depend on how fast they start.
+HOLDER_RUN_ID = "engineer-writing-the-snapshot"
 
 
 def settings_in(folder: Path) -> Settings:
@@ -52,7 +55,8 @@ def step_events(instance: DagsterInstance, run_id: str) -> dict[str, list]:
 
 
 def test_two_runs_writing_the_same_table_execute_one_after_the_other(tmp_path):
-    """The second run's snapshot step waits for the table's pool until the first has written."""
+    """Two runs started while the table is being written both wait for its pool, then write one
+    after the other."""
     settings = settings_in(tmp_path)
     write_source_table(settings.source_url, generate_snapshot(accounts=ACCOUNTS))
     months = SourceDatabase(url=settings.source_url).months_present()
@@ -84,21 +88,61 @@ def test_two_runs_writing_the_same_table_execute_one_after_the_other(tmp_path):
         "CREDIT_RISK_WAREHOUSE_URL": settings.warehouse_url,
     }
 
-    def start() -> subprocess.Popen:
-        return subprocess.Popen(
-            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+    # Output goes to files: a pipe nobody reads while the runs wait could fill and stall them.
+    logs = [tmp_path / f"run-{number}.log" for number in (1, 2)]
 
-    processes = [start(), start()]
-    outputs = [process.communicate(timeout=TIMEOUT_SECONDS)[0] for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
+    def start(log: Path) -> subprocess.Popen:
+        with log.open("w") as output:
+            return subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        hold_the_only_slot(instance)
+        processes = [start(log) for log in logs]
+        wait_until_runs_wait_for_the_pool(instance, processes, runs=2)
+        instance.event_log_storage.free_concurrency_slots_for_run(HOLDER_RUN_ID)
+
+    exits = [process.wait(timeout=TIMEOUT_SECONDS) for process in processes]
+    assert exits == [0, 0], [log.read_text()[-3000:] for log in logs]
     with DagsterInstance.from_config(str(home)) as instance:
         runs = [step_events(instance, run.run_id) for run in instance.get_runs()]
     earlier, later = sorted(runs, key=lambda events: events["STEP_START"][0].timestamp)
 
     assert later["STEP_START"][0].timestamp >= earlier["STEP_SUCCESS"][0].timestamp
-    waits = [entry.user_message for entry in later.get("ENGINE_EVENT", [])]
-    assert any(f"blocked by limit for pool {STEP}" in message for message in waits)
+    for events in (earlier, later):
+        assert any(POOL_WAIT in entry.user_message for entry in events.get("ENGINE_EVENT", []))
+
+
+POOL_WAIT = f"blocked by limit for pool {STEP}"
+
+
+def hold_the_only_slot(instance: DagsterInstance) -> None:
+    """Claim the snapshot pool's single slot (the shipped limit) for HOLDER_RUN_ID."""
+    storage = instance.event_log_storage
+    storage.initialize_concurrency_limit_to_default(STEP)
+    status = storage.claim_concurrency_slot(STEP, HOLDER_RUN_ID, "holder")
+    assert status.is_claimed, f"the {STEP} pool should have a free slot: {status}"
+
+
+def wait_until_runs_wait_for_the_pool(
+    instance: DagsterInstance, processes: list[subprocess.Popen], runs: int
+) -> None:
+    """Block until `runs` runs have logged that their step waits for the pool."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        waiting = [
+            run.run_id
+            for run in instance.get_runs()
+            if any(
+                POOL_WAIT in entry.user_message
+                for entry in step_events(instance, run.run_id).get("ENGINE_EVENT", [])
+            )
+        ]
+        if len(waiting) == runs:
+            return
+        ended = [process.returncode for process in processes if process.poll() is not None]
+        assert not ended, f"a run ended while the slot was held (exit {ended})"
+        time.sleep(0.5)
+    raise AssertionError(f"{runs} runs did not wait for the {STEP} pool in {TIMEOUT_SECONDS} s")
 
 
 # The pipeline's own assets (DESIGN section 4). Every other asset that writes a warehouse table
