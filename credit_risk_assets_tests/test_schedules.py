@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from dagster import (
     AssetKey,
@@ -27,6 +29,11 @@ from credit_risk_assets.automation.settings import AutomationSettings, load_auto
 from credit_risk_assets.definitions import build_definitions
 from credit_risk_assets.runner import run_pipeline
 from credit_risk_assets.settings import Settings, SettingsError
+from credit_risk_assets.tables import TABLES
+from credit_risk_assets.warehouse import bulk
+from credit_risk_assets.warehouse.bulk import TRANSFER_ATTRIBUTE, Transfer
+from credit_risk_assets.warehouse.database import WarehouseDatabase
+from credit_risk_assets.warehouse.schema import TableSpec
 from credit_risk_assets_tests.source_edits import months_ago, write_sample_source
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -178,3 +185,63 @@ def test_the_requests_of_both_schedules_run_on_a_built_warehouse(settings):
             event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
         }
         assert materialised >= job_assets(defs, job) & CORE, schedule
+
+
+class TransferLog(logging.Handler):
+    """Keeps every read and write the warehouse layer logs while it is attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.transfers: list[Transfer] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        transfer = getattr(record, TRANSFER_ATTRIBUTE, None)
+        if transfer is not None:
+            self.transfers.append(transfer)
+
+
+def rows_between(url: str, spec: TableSpec, first: pd.Timestamp, last: pd.Timestamp) -> int:
+    """Rows of a monthly warehouse table with its month in [first, last]."""
+    warehouse = WarehouseDatabase(url)
+    try:
+        months = warehouse.read(spec, columns=[spec.partition_column])[spec.partition_column]
+    finally:
+        warehouse.dispose()
+    return int(months.between(first, last).sum())
+
+
+def test_the_daily_refresh_reads_only_the_months_its_windows_need(settings):
+    """No read reaches past the lookback window of the open months, and labels are not read."""
+    write_sample_source(settings.source_url)
+    instance = DagsterInstance.ephemeral()
+    run_pipeline(settings, instance)
+    defs = build_definitions(settings, AutomationSettings())
+    (request,) = evaluate(defs, DAILY_REFRESH, datetime.now(UTC))
+    first_open, last_open = (pd.Timestamp(month) for month in requested_range(request))
+    window_start = first_open - pd.DateOffset(months=settings.lookback_months - 1)
+
+    transfers = TransferLog()
+    bulk_log = logging.getLogger(bulk.__name__)
+    previous_level = bulk_log.level
+    bulk_log.setLevel(logging.DEBUG)
+    bulk_log.addHandler(transfers)
+    try:
+        result = defs.resolve_job_def(DAILY_REFRESH_JOB).execute_in_process(
+            instance=instance, tags=request.tags
+        )
+    finally:
+        bulk_log.removeHandler(transfers)
+        bulk_log.setLevel(previous_level)
+
+    assert result.success
+    reads = [t for t in transfers.transfers if t.direction == "read"]
+    largest = {}
+    for transfer in reads:
+        largest[transfer.table] = max(largest.get(transfer.table, 0), transfer.rows)
+    assert {"delinquency_snapshot", "account_features", "streaks", "risk_scores"} <= set(largest)
+    assert "default_flags" not in largest
+    for table in ("delinquency_snapshot", "account_features", "streaks", "risk_scores"):
+        spec = TABLES[table]
+        in_window = rows_between(settings.warehouse_url, spec, window_start, last_open)
+        in_history = rows_between(settings.warehouse_url, spec, pd.Timestamp.min, last_open)
+        assert 0 < largest[table] <= in_window < in_history, table

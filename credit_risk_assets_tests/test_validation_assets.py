@@ -16,9 +16,12 @@ import sqlalchemy as sa
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance, instance_for_test
 
 from credit_risk_assets.cli import format_summary
+from credit_risk_assets.compute.validation import segment_summary
 from credit_risk_assets.runner import PipelineRunError, RunReport, run_pipeline
 from credit_risk_assets.sample_data import generate_snapshot, write_source_table
 from credit_risk_assets.settings import Settings
+from credit_risk_assets.tables import TABLES
+from credit_risk_assets.warehouse.database import WarehouseDatabase
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 100_000
@@ -169,40 +172,22 @@ def test_coefficient_sign_check_names_every_coefficient_that_lowers_the_pd(defau
     assert sorted(name for name in flagged.split(", ") if name != "none") == negative
 
 
-def test_risk_segment_summary_recounts_scores_and_labels(default_run) -> None:
-    """Accounts, mean PD and observed defaults per month, segment and grade match plain SQL."""
-    url = default_run.settings.warehouse_url
-    summary = read_sql(url, "SELECT * FROM risk_segment_summary")
-    recount = read_sql(
-        url,
-        """
-        SELECT s.as_of_month, s.risk_segment, s.risk_grade, COUNT(*) AS accounts,
-               AVG(s.pd_score) AS mean_pd, COUNT(f.account_id) AS labelled,
-               SUM(f.default_flag) AS defaults
-        FROM risk_scores s
-        LEFT JOIN default_flags f
-          ON f.as_of_month = s.as_of_month AND f.account_id = s.account_id
-        GROUP BY s.as_of_month, s.risk_segment, s.risk_grade
-        ORDER BY s.as_of_month, s.risk_segment, s.risk_grade
-        """,
-    )
-    label_months = set(
-        read_sql(url, "SELECT DISTINCT as_of_month FROM default_flags")["as_of_month"]
-    )
+def test_risk_segment_summary_equals_the_pandas_summary_of_every_score(default_run) -> None:
+    """The table the database summed equals compute.segment_summary over every row read back."""
+    warehouse = WarehouseDatabase(default_run.settings.warehouse_url)
+    try:
+        scores = warehouse.read(TABLES["risk_scores"])
+        labels = warehouse.read(TABLES["default_flags"])
+        table = warehouse.read(TABLES["risk_segment_summary"])
+    finally:
+        warehouse.dispose()
 
-    summary = summary.sort_values(["as_of_month", "risk_segment", "risk_grade"])
+    expected = segment_summary(scores, labels)
 
-    assert summary["accounts"].tolist() == recount["accounts"].tolist()
-    assert summary["labelled_accounts"].tolist() == recount["labelled"].tolist()
-    np.testing.assert_allclose(summary["mean_pd"], recount["mean_pd"])
-    labelled = recount["labelled"] > 0
-    np.testing.assert_allclose(
-        summary.loc[labelled.to_numpy(), "observed_default_rate"],
-        (recount["defaults"] / recount["labelled"])[labelled],
-    )
-    assert summary.loc[~labelled.to_numpy(), "observed_default_rate"].isna().all()
-    assert (summary["is_mature"] == summary["as_of_month"].isin(label_months)).all()
-    assert summary.loc[summary["risk_grade"] == "D", "labelled_accounts"].eq(0).all()
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-12)
+    assert table["accounts"].sum() == len(scores)
+    assert table.loc[table["risk_grade"] == "D", "labelled_accounts"].eq(0).all()
+    assert set(table.loc[table["is_mature"] == 1, "as_of_month"]) == set(labels["as_of_month"])
 
 
 def test_stability_covers_every_scored_month_and_variable(default_run) -> None:

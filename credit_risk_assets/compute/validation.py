@@ -344,6 +344,18 @@ def baseline_table(training: pd.DataFrame, model: PdModel) -> pd.DataFrame:
     return _typed(baseline.assign(model_version=model.model_version), tables.STABILITY_BASELINE)
 
 
+# The groups of risk_segment_summary, and the sums per group it is built from.
+SUMMARY_GROUPS = ("as_of_month", "risk_segment", "risk_grade")
+SEGMENT_COUNT_COLUMNS = (
+    *SUMMARY_GROUPS,
+    "accounts",
+    "mean_pd",
+    "expected_defaults",
+    "labelled_accounts",
+    "observed_defaults",
+)
+
+
 def segment_summary(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Rows of `risk_segment_summary`: scored accounts and outcomes per month, segment, grade.
 
@@ -351,16 +363,20 @@ def segment_summary(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     has labels; observed figures count the labelled accounts only (accounts in default at T,
     grade D, and accounts with no row after T have no label) and are null where none is.
     """
+    mature_months = pd.to_datetime(labels["as_of_month"]).unique()
+    return summary_from_counts(segment_counts(scores, labels), mature_months)
+
+
+def segment_counts(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Accounts, PD mean and sum, labelled accounts and defaults per month, segment and grade."""
     keys = ["as_of_month", "account_id"]
     outcomes = labels.loc[:, [*keys, LABEL]].assign(labelled=1)
     joined = scores.loc[:, [*keys, "pd_score", "risk_segment", "risk_grade"]].merge(
         outcomes, on=keys, how="left"
     )
     joined["labelled"] = joined["labelled"].fillna(0).astype("int64")
-
-    groups = ["as_of_month", "risk_segment", "risk_grade"]
-    summary = (
-        joined.groupby(groups, sort=True)
+    return (
+        joined.groupby(list(SUMMARY_GROUPS), sort=True)
         .agg(
             accounts=("pd_score", "size"),
             mean_pd=("pd_score", "mean"),
@@ -371,18 +387,21 @@ def segment_summary(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
 
+
+def summary_from_counts(counts: pd.DataFrame, mature_months: ArrayLike) -> pd.DataFrame:
+    """Rows of `risk_segment_summary` from `segment_counts` (computed here or by the database)."""
+    summary = counts.assign(as_of_month=pd.to_datetime(counts["as_of_month"]))
     labelled = summary["labelled_accounts"] > 0
-    mature_months = set(pd.to_datetime(labels["as_of_month"]).unique())
     order = master_scale_bands().set_index("risk_grade")["grade_order"]
     summary = summary.assign(
         grade_order=summary["risk_grade"].map(order),
-        is_mature=pd.to_datetime(summary["as_of_month"]).isin(mature_months).astype("int64"),
+        is_mature=summary["as_of_month"].isin(pd.to_datetime(mature_months)).astype("int64"),
         observed_defaults=summary["observed_defaults"].where(labelled),
         observed_default_rate=(summary["observed_defaults"] / summary["labelled_accounts"]).where(
             labelled
         ),
     )
-    return _typed(summary, tables.RISK_SEGMENT_SUMMARY)
+    return _typed(summary.sort_values(list(SUMMARY_GROUPS)), tables.RISK_SEGMENT_SUMMARY)
 
 
 def _training_rows_of(training: pd.DataFrame, model: PdModel) -> pd.DataFrame:
