@@ -69,7 +69,9 @@ def warehouse(database_url: str):
 
 
 def database_summary(warehouse: WarehouseDatabase) -> pd.DataFrame:
-    return summary_from_counts(segment_counts_in(warehouse), labelled_months_in(warehouse))
+    mature_months = labelled_months_in(warehouse)
+    counts = segment_counts_in(warehouse, with_labels=bool(mature_months))
+    return summary_from_counts(counts, mature_months)
 
 
 def test_the_database_sums_equal_the_pandas_summary(warehouse: WarehouseDatabase) -> None:

@@ -62,7 +62,9 @@ def build_reporting_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
     ) -> pd.DataFrame:
         """Accounts, mean PD and observed default rate per month, risk segment and grade."""
         database = warehouse.database()
-        summary = summary_from_counts(segment_counts_in(database), labelled_months_in(database))
+        mature_months = labelled_months_in(database)
+        counts = segment_counts_in(database, with_labels=bool(mature_months))
+        summary = summary_from_counts(counts, mature_months)
 
         context.add_output_metadata(_summary_metadata(summary, database))
         return summary
@@ -70,9 +72,10 @@ def build_reporting_assets(windows: PipelineWindows) -> list[AssetsDefinition]:
     return [risk_segment_summary]
 
 
-def segment_counts_in(database: WarehouseDatabase) -> pd.DataFrame:
+def segment_counts_in(database: WarehouseDatabase, *, with_labels: bool) -> pd.DataFrame:
     """`compute.validation.segment_counts` of the warehouse's risk_scores and default_flags,
-    summed by the database."""
+    summed by the database. Without labels (no month is mature yet, and the table of labels
+    may not exist) nothing is labelled."""
     if database.month_span(RISK_SCORES) is None:
         return pd.DataFrame(columns=list(SEGMENT_COUNT_COLUMNS))
 
@@ -83,8 +86,7 @@ def segment_counts_in(database: WarehouseDatabase) -> pd.DataFrame:
         sa.func.avg(scores.c.pd_score).label("mean_pd"),
         sa.func.sum(scores.c.pd_score).label("expected_defaults"),
     ]
-    if database.month_span(DEFAULT_FLAGS) is None:
-        # No month is mature yet, so no table of labels may exist either.
+    if not with_labels:
         query = sa.select(
             *groups,
             *sums,
