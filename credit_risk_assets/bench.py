@@ -910,8 +910,11 @@ def _run_lines(run: RunMeasure) -> list[str]:
         for stage, seconds in run.stage_seconds.items()
         if seconds > 0
     ]
-    computation = run.seconds - run.data_movement_seconds
-    computation -= run.stage_seconds.get(OVERHEAD, 0.0)
+    # The stages' own Python; asset checks run as SQL in the database and count as other steps.
+    computation = sum(
+        run.stage_seconds.get(stage, 0.0) for stage in STAGE_ORDER if stage not in ("read", "write")
+    )
+    other = run.stage_seconds.get(OTHER_STEPS, 0.0)
     steps = [
         f"{step.step} {step.seconds:.1f} s ({step.compute_seconds:.1f} s without reads and "
         f"writes), peak {step.peak_mb:,.0f} MB"
@@ -922,7 +925,8 @@ def _run_lines(run: RunMeasure) -> list[str]:
         header,
         "  " + "; ".join(shares),
         f"  data movement (read + write) {run.data_movement_seconds / run.seconds:.0%} of the "
-        f"run; computation in Python {computation / run.seconds:.0%}",
+        f"run; the stages' computation in Python {computation / run.seconds:.0%}; other steps "
+        f"(asset checks in SQL, validation tables) {other / run.seconds:.0%}",
         "  steps: " + "; ".join(steps),
     ]
 
