@@ -168,3 +168,20 @@ def test_each_pipeline_asset_writes_in_the_pool_of_its_table(tmp_path, name):
 
     assert name in TABLES
     assert assets.op.pool == name
+
+
+def test_every_asset_that_writes_a_table_runs_in_a_pool(tmp_path):
+    """No writer escapes the pools: each single-table asset claims its table's pool, and each
+    multi-asset a pool of its own."""
+    defs = build_definitions(settings_in(tmp_path))
+
+    pools = {}
+    for spec in defs.resolve_all_asset_specs():
+        assets = defs.resolve_assets_def(spec.key)
+        pools[spec.key.to_user_string()] = (assets.op.pool, len(assets.keys))
+
+    assert set(pools) >= set(PIPELINE_ASSETS)
+    for name, (pool, outputs) in pools.items():
+        assert pool is not None, name
+        if outputs == 1:
+            assert pool == name, name
