@@ -438,6 +438,23 @@ def test_reading_a_window_selects_only_its_months(database: WarehouseDatabase) -
     ]
 
 
+def test_a_read_with_text_columns_across_a_missing_month_returns_every_row(
+    database: WarehouseDatabase,
+) -> None:
+    """Months read one at a time (text columns on MySQL) skip an empty month and keep key order."""
+    march, june = sample_rows(DELINQUENCY_SNAPSHOT), sample_rows(DELINQUENCY_SNAPSHOT)
+    june["billing_cycle"] = days(*["2024-06-01"] * 3)
+    june["delinquency_bucket"] = ["Severe", "Current", "Moderate"]
+    rows = pd.concat([june, march], ignore_index=True)
+    database.replace_months(DELINQUENCY_SNAPSHOT, rows, MARCH, "2024-07-01")
+
+    read = database.read(DELINQUENCY_SNAPSHOT, "2024-01-01", "2024-08-01")
+
+    in_key_order = rows.sort_values(list(DELINQUENCY_SNAPSHOT.primary_key), ignore_index=True)
+    pd.testing.assert_frame_equal(read, in_key_order)
+    assert read["billing_cycle"].dt.month.tolist() == [3, 3, 3, 6, 6, 6]
+
+
 def test_a_missing_table_reads_as_an_empty_frame_with_declared_dtypes(
     database: WarehouseDatabase,
 ) -> None:

@@ -594,8 +594,8 @@ class WarehouseDatabase:
         start: MonthLike | None,
         end: MonthLike | None,
     ) -> list[sa.Select]:
-        """The SELECTs of a read: one per partition value when the columnar reader reads text
-        columns, else one."""
+        """The SELECTs of a read: one per month when the columnar reader reads text columns,
+        else one."""
         # Values come as the driver gives them (SQLite dates as ISO text): they are converted
         # a whole column at a time, faster than SQLAlchemy's per-value result processing.
         raw_columns = [sa.type_coerce(table.c[name], sa.types.NullType()) for name in names]
@@ -606,16 +606,22 @@ class WarehouseDatabase:
             return [sa.select(*raw_columns).where(*window).order_by(*order)]
 
         # The columnar reader holds a whole result's text as Python strings before they can be
-        # shared; a partition value at a time bounds that to one month's rows.
+        # shared; a month at a time bounds that to one month's rows. The first and last month
+        # come from the key's index: listing the months present would scan every row.
         partition = table.c[spec.partition_column]
-        present = connection.execute(
-            sa.select(partition).where(*window).distinct().order_by(partition)
-        ).scalars()
-        values = list(present)
+        first, last = connection.execute(
+            sa.select(sa.func.min(partition), sa.func.max(partition)).where(*window)
+        ).one()
+        if first is None:
+            return []
         queries = []
-        for low, high in zip(values, [*values[1:], None], strict=True):
-            bounds = [partition >= low] + ([partition < high] if high is not None else window)
-            queries.append(sa.select(*raw_columns).where(*bounds).order_by(*order))
+        first_month, last_month = (
+            pd.Timestamp(day).to_period("M").to_timestamp() for day in (first, last)
+        )
+        for month in pd.date_range(first_month, last_month, freq="MS"):
+            following = (month + pd.DateOffset(months=1)).date()
+            bounds = [partition >= month.date(), partition < following]
+            queries.append(sa.select(*raw_columns).where(*window, *bounds).order_by(*order))
         return queries
 
     def _fetch(
