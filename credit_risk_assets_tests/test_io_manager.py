@@ -87,6 +87,17 @@ def run(assets: list, url: str, instance: DagsterInstance, **kwargs) -> object:
     )
 
 
+def input_probe(name: str, metadata: dict[str, object]) -> tuple[object, dict[str, pd.DataFrame]]:
+    """An unpartitioned asset that reads streaks with input `metadata`, and what it was handed."""
+    seen: dict[str, pd.DataFrame] = {}
+
+    @asset(name=name, ins={"streaks": AssetIn(metadata=metadata)})
+    def probe(streaks: pd.DataFrame) -> None:
+        seen["streaks"] = streaks
+
+    return probe, seen
+
+
 def plain_sql(url: str, statement: str) -> list[tuple]:
     """Rows of a statement run on a separate plain engine."""
     engine = sa.create_engine(url)
@@ -192,11 +203,7 @@ def test_a_latest_input_reads_only_the_latest_month_present(
     database_url: str, instance: DagsterInstance
 ) -> None:
     """With input metadata partitions=latest, the reader gets the latest written month only."""
-    seen: dict[str, pd.DataFrame] = {}
-
-    @asset(ins={"streaks": AssetIn(metadata={"partitions": "latest"})})
-    def latest_probe(streaks: pd.DataFrame) -> None:
-        seen["streaks"] = streaks
+    latest_probe, seen = input_probe("latest_probe", {"partitions": "latest"})
 
     for month in ("2024-01-01", "2024-03-01", "2024-02-01"):
         run([streaks], database_url, instance, partition_key=month)
@@ -211,11 +218,9 @@ def test_a_columns_input_reads_only_those_columns_in_that_order(
     database_url: str, instance: DagsterInstance
 ) -> None:
     """With input metadata columns=[...], the reader gets those columns, typed, and no others."""
-    seen: dict[str, pd.DataFrame] = {}
-
-    @asset(ins={"streaks": AssetIn(metadata={"columns": ["delinquency_streak", "account_id"]})})
-    def narrow_probe(streaks: pd.DataFrame) -> None:
-        seen["streaks"] = streaks
+    narrow_probe, seen = input_probe(
+        "narrow_probe", {"columns": ["delinquency_streak", "account_id"]}
+    )
 
     run([streaks], database_url, instance, partition_key="2024-05-01")
     run([streaks, narrow_probe], database_url, instance, selection=[AssetKey("narrow_probe")])
@@ -230,10 +235,7 @@ def test_a_columns_input_naming_an_unknown_column_fails_naming_it(
     database_url: str, instance: DagsterInstance
 ) -> None:
     """A misspelt column is an error that names it and lists the table's columns."""
-
-    @asset(ins={"streaks": AssetIn(metadata={"columns": ["account_id", "streak_lenght"]})})
-    def misspelt_probe(streaks: pd.DataFrame) -> None:
-        raise AssertionError("never reached: the input cannot load")
+    misspelt_probe, _ = input_probe("misspelt_probe", {"columns": ["account_id", "streak_lenght"]})
 
     run([streaks], database_url, instance, partition_key="2024-05-01")
     result = run(
@@ -255,11 +257,7 @@ def test_a_months_of_input_reads_only_the_span_of_the_other_tables_months(
     database_url: str, instance: DagsterInstance
 ) -> None:
     """months_of=default_flags narrows a read of every streaks month to the labelled months."""
-    seen: dict[str, pd.DataFrame] = {}
-
-    @asset(ins={"streaks": AssetIn(metadata={"months_of": "default_flags"})})
-    def labelled_probe(streaks: pd.DataFrame) -> None:
-        seen["streaks"] = streaks
+    labelled_probe, seen = input_probe("labelled_probe", {"months_of": "default_flags"})
 
     for month in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01"):
         run([streaks], database_url, instance, partition_key=month)
@@ -291,11 +289,7 @@ def test_a_months_of_input_with_no_such_months_reads_as_an_empty_frame(
     database_url: str, instance: DagsterInstance
 ) -> None:
     """Before any label exists, a months_of=default_flags read is empty, with declared dtypes."""
-    seen: dict[str, pd.DataFrame] = {}
-
-    @asset(ins={"streaks": AssetIn(metadata={"months_of": "default_flags"})})
-    def labelled_probe(streaks: pd.DataFrame) -> None:
-        seen["streaks"] = streaks
+    labelled_probe, seen = input_probe("labelled_probe", {"months_of": "default_flags"})
 
     run([streaks], database_url, instance, partition_key="2024-01-01")
     run([streaks, labelled_probe], database_url, instance, selection=[AssetKey("labelled_probe")])
