@@ -107,7 +107,7 @@ def segment_counts_in(database: WarehouseDatabase, *, with_labels: bool) -> pd.D
         ).select_from(scores.outerjoin(labels, on_keys))
 
     with database.engine.connect() as connection:
-        rows = connection.execute(query.group_by(*groups).order_by(*groups)).all()
+        rows = connection.execute(query.group_by(*groups)).all()
     counts = pd.DataFrame(rows, columns=list(SEGMENT_COUNT_COLUMNS))
     # MySQL sums integers as DECIMAL and SQLite returns dates as text.
     numbers = list(SEGMENT_COUNT_COLUMNS[len(SUMMARY_GROUPS) :])

@@ -137,8 +137,7 @@ def scored_rows(
     risk_scores: pd.DataFrame, account_features: pd.DataFrame, streaks: pd.DataFrame
 ) -> pd.DataFrame:
     """Accounts scored by the model (not in default) with their PD and model features."""
-    performing = risk_scores["in_default"] == 0
-    scored = risk_scores.loc[performing, [c for c in SCORED_COLUMNS if c != "in_default"]]
+    scored = risk_scores.loc[risk_scores["in_default"] == 0, [*KEYS, "pd_score", "model_version"]]
     streak_columns = [c for c in streaks.columns if c not in account_features.columns]
     inputs = account_features.merge(streaks[[*KEYS, *streak_columns]], on=list(KEYS))
     return scored.merge(inputs, on=list(KEYS), how="inner")
