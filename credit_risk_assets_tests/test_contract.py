@@ -198,6 +198,8 @@ UNPARSEABLE = [
     ("payment_date", "2024-13-01"),  # no such month
     ("billing_cycle", "March"),
     ("due_date", pd.Timestamp("2024-03-20 14:30")),  # a time of day in a date column
+    ("payment_date", "9999-12-31"),  # an "open end" past what a frame's dates hold
+    ("due_date", "0001-01-01"),
     ("days_past_due", "abc"),
     ("days_past_due", 2.5),  # not a whole number of days
     ("account_id", "12x"),
@@ -214,6 +216,22 @@ def test_an_unreadable_value_rejects_its_row_not_the_month(month_frame, column, 
     result = check_source_contract(frame, MONTH, NEXT_MONTH)
 
     assert_only_rows_rejected(result, frame, month_frame, [row], "unparseable_value")
+
+
+def test_a_typed_date_past_what_frames_hold_rejects_its_row(month_frame):
+    """A MySQL DATE of 9999-12-31 comes from the reader as datetime64[us]; only its row fails."""
+    row = on_time_paid_row(month_frame)
+    frame = month_frame.astype(
+        dict.fromkeys(["billing_cycle", "due_date", "payment_date"], "M8[us]")
+    )
+    frame.loc[row, "payment_date"] = pd.Timestamp("9999-12-31")
+
+    result = check_source_contract(frame, MONTH, NEXT_MONTH)
+
+    assert result.rule_counts == {"unparseable_value": 1}
+    assert result.rejects["source_row"].tolist() == [row]
+    assert result.rejects["payment_date"].tolist() == [pd.Timestamp("9999-12-31")]
+    pd.testing.assert_frame_equal(result.valid, month_frame.drop(index=row).reset_index(drop=True))
 
 
 def test_numbers_as_text_are_read_as_numbers(month_frame):

@@ -20,9 +20,11 @@ from credit_risk_assets.compute.contract import check_source_contract
 from credit_risk_assets.runner import month_batches, months_per_run
 from credit_risk_assets.sample_data import generate_snapshot
 from credit_risk_assets.tables import DELINQUENCY_SNAPSHOT, STREAKS, TABLES
+from credit_risk_assets.warehouse import bulk as bulk_module
 from credit_risk_assets.warehouse.bulk import (
     TRANSFER_ATTRIBUTE,
     columnar_url,
+    read_columnar,
     tsv_bytes,
 )
 from credit_risk_assets.warehouse.database import WarehouseDatabase, WarehouseError
@@ -376,10 +378,10 @@ def test_month_batches_cover_every_month_once_in_order() -> None:
 
 
 @pytest.mark.mysql
-def test_a_read_of_text_columns_fetches_a_month_at_a_time_and_shares_strings(
+def test_a_columnar_read_is_one_query_and_keeps_text_in_arrow_arrays(
     mysql_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Three months of risk_scores come as three fetches, each label one object a month."""
+    """Three months of risk_scores come in one fetch, with no Python string per label."""
     caplog.set_level(logging.DEBUG, logger=BULK_LOGGER)
     spec = TABLES["risk_scores"]
     rows = table_rows(spec)
@@ -397,6 +399,68 @@ def test_a_read_of_text_columns_fetches_a_month_at_a_time_and_shares_strings(
     expected = rows.sort_values(["as_of_month", "account_id"], ignore_index=True)
     pd.testing.assert_frame_equal(back, expected)
     fetches = [getattr(record, TRANSFER_ATTRIBUTE, None) for record in caplog.records]
-    assert [t.rows for t in fetches if t is not None] == [20, 20, 20]
-    # One object per distinct label and month, not one per row.
-    assert len({id(label) for label in back["risk_segment"].to_numpy(dtype=object)}) == 2 * 3
+    assert [(t.rows, t.method) for t in fetches if t is not None] == [(60, "connectorx")]
+    assert back["risk_segment"].dtype.storage == "pyarrow"
+
+
+# Every MySQL column type a source table may hold, with a row of values and a row of NULLs.
+TYPED_COLUMNS = {
+    "tiny": ("TINYINT", "-7"),
+    "small_unsigned": ("SMALLINT UNSIGNED", "65535"),
+    "medium": ("MEDIUMINT", "-8388608"),
+    "plain_int": ("INT", "2147483647"),
+    "big": ("BIGINT", "-9223372036854775808"),
+    "big_unsigned": ("BIGINT UNSIGNED", "18446744073709551615"),
+    "money": ("DECIMAL(12,2)", "1234567890.25"),
+    "real_double": ("DOUBLE", "0.1"),
+    "real_float": ("FLOAT", "0.5"),
+    "short_text": ("VARCHAR(20)", "'ß😀'"),
+    "long_text": ("TEXT", "'tab\\there'"),
+    "fixed": ("CHAR(3)", "'abc'"),
+    "choice": ("ENUM('x','y')", "'y'"),
+    "day": ("DATE", "'9999-12-31'"),
+    "moment": ("DATETIME(6)", "'2024-02-29 23:59:59.123456'"),
+    "stamp": ("TIMESTAMP NULL", "'2024-07-02 06:30:15'"),
+    "year_only": ("YEAR", "2026"),
+    "document": ("JSON", "'{\"a\": 1}'"),
+    "raw": ("BLOB", "'bytes'"),
+    "bit_flag": ("BIT(1)", "1"),
+}
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("extra", [None, ("clock", "TIME", "'01:02:03'")], ids=["mapped", "TIME"])
+def test_the_arrow_read_gives_what_the_pandas_output_gives_for_every_column_type(
+    mysql_url: str, extra: tuple[str, str, str] | None
+) -> None:
+    """Values and dtypes equal connectorx's pandas output, except that text nulls are the
+    string dtype's NaN and a nullable integer column without nulls is int64, not Int64. A
+    type the conversion does not map (TIME) makes the read use that output whole."""
+    columns = {**TYPED_COLUMNS, **({extra[0]: extra[1:]} if extra else {})}
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as connection:
+        definitions = ", ".join(f"{name} {kind}" for name, (kind, _) in columns.items())
+        connection.exec_driver_sql(f"CREATE TABLE typed (position INT, {definitions})")
+        values = ", ".join(value for _, value in columns.values())
+        connection.exec_driver_sql(f"INSERT INTO typed VALUES (1, {values})")
+        connection.exec_driver_sql("INSERT INTO typed (position) VALUES (2)")
+    engine.dispose()
+    url = sa.make_url(mysql_url)
+    query = "SELECT * FROM typed ORDER BY position"
+
+    arrow = read_columnar(url, query, table="typed")
+    pandas_output = bulk_module._read_pandas(columnar_url(url), query, None)
+
+    expected = pandas_output
+    if extra is None:
+        text = [name for name in expected if isinstance(expected[name].iloc[0], str)]
+        whole = [name for name, dtype in expected.dtypes.items() if dtype == "Int64"]
+        whole = [name for name in whole if expected[name].notna().all()]
+        expected = expected.astype(dict.fromkeys(text, "str") | dict.fromkeys(whole, "int64"))
+    pd.testing.assert_frame_equal(arrow, expected)
+    assert list(arrow.dtypes[["position", "tiny"]]) == (
+        ["int64", "Int64"] if extra is None else ["Int64", "Int64"]
+    )
+    assert arrow["big"].iloc[0] == -(2**63)
+    assert arrow["day"].iloc[0] == pd.Timestamp("9999-12-31")
+    assert arrow["short_text"].iloc[0] == "ß😀"

@@ -498,6 +498,8 @@ MALFORMED_ROWS = [
     ((None, None, None, None, None, None, None), "null_required"),
     # text of no month in the billing cycle
     (("109", "garbage", "2024-03-19", "2024-03-15", "0", "On-Time", "0"), "unparseable_value"),
+    # an "open end" date past what the frames' dates hold
+    (("111", "2024-03-01", "2024-03-19", "9999-12-31", "0", "On-Time", "0"), "unparseable_value"),
 ]
 # A bucket too long for any warehouse column: kept, cut to fit, with its length noted.
 LONG_BUCKET_ROW = ("110", "2024-03-01", "2024-03-19", None, "45", "Mild" * 75, "1")

@@ -17,7 +17,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from credit_risk_assets.tables import SOURCE_COLUMNS
-from credit_risk_assets.warehouse.schema import INTEGER_RANGES
+from credit_risk_assets.warehouse.schema import INTEGER_RANGES, has_time_of_day
 
 BucketScale = Sequence[tuple[int, str]]
 
@@ -247,7 +247,7 @@ def _read_dates(raw: pd.Series, name: str) -> pd.Series:
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         raw = raw.dt.tz_localize(None)
     if ptypes.is_datetime64_any_dtype(raw):
-        dates = raw.astype("datetime64[ns]")
+        dates = raw
     elif ptypes.is_numeric_dtype(raw) or ptypes.is_bool_dtype(raw):
         _refuse_kind(raw, name, "a date")
         dates = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
@@ -258,10 +258,12 @@ def _read_dates(raw: pd.Series, name: str) -> pd.Series:
             numbers = pd.to_numeric(raw, errors="coerce").notna()
             candidates = raw.astype(object).where(~numbers, None)
         dates = pd.to_datetime(candidates, format="%Y-%m-%d", errors="coerce")
-        dates = dates.astype("datetime64[ns]")
 
+    # A date the frames cannot hold (a 9999-12-31 "open end", say) is not read.
+    holdable = dates.between(pd.Timestamp.min, pd.Timestamp.max)
+    dates = dates.where(holdable).astype("datetime64[ns]")
     # A time of day in a date column means the column is not what the contract says.
-    return dates.where(dates == dates.dt.normalize())
+    return dates.where(~has_time_of_day(dates))
 
 
 def _read_integers(raw: pd.Series, name: str) -> pd.Series:

@@ -1,8 +1,9 @@
 """Bulk transfer between frames and databases: columnar reads and tab-separated bulk loads.
 
-Reads from MySQL go through connectorx, which fills the frame's column arrays in native code
-straight from the result set instead of building a Python tuple per row (SQLite is read by the
-cursor: see columnar_url). Writes to MySQL are sent as
+Reads from MySQL go through connectorx, which fills Arrow column arrays in native code straight
+from the result set instead of building a Python tuple per row (SQLite is read by the cursor: see
+columnar_url); the frame then wraps those arrays, text included, without a Python object per
+value. Writes to MySQL are sent as
 tab-separated text to `LOAD DATA LOCAL INFILE`; the text is built a column at a time. Both give
 the same values as the driver's plain cursor and `executemany` paths, which stay as fallbacks
 (the tests check the two against each other).
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from pymysql.constants import CLIENT
 
@@ -124,11 +126,14 @@ def read_columnar(
     setup = ["SET SESSION TRANSACTION READ ONLY"] if read_only and _is_mysql(url) else None
     began = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            # connectorx assembles the frame with a pandas internal that pandas 4 will drop;
-            # pandas 3 (pinned below 3.2) still builds it correctly.
-            warnings.filterwarnings("ignore", "make_block is deprecated", pd.errors.Pandas4Warning)
-            frame = connectorx.read_sql(connection_string, query, pre_execution_query=setup)
+        # Arrow output: connectorx then neither counts the rows first (one query less) nor
+        # makes a Python string per text value.
+        table = connectorx.read_sql(
+            connection_string, query, return_type="arrow", pre_execution_query=setup
+        )
+        frame = frame_from_arrow(table)
+        if frame is None:
+            frame = _read_pandas(connection_string, query, setup)
     except BaseException as error:
         if not _is_refusal(error):
             raise
@@ -138,6 +143,53 @@ def read_columnar(
         return None
     log_transfer(Transfer("read", table, len(frame), time.perf_counter() - began, "connectorx"))
     return frame
+
+
+def frame_from_arrow(table: pa.Table) -> pd.DataFrame | None:
+    """An Arrow result as the frame connectorx's pandas output gives, or None when a column's
+    type is one this conversion does not know (then read with that output instead).
+
+    Integers come as int64 (Int64 when some are null), unsigned 64-bit integers, decimals and
+    floats as float64, dates and times of day as datetime64[us], text as the frame's string
+    dtype (which wraps the Arrow array) and binaries as bytes.
+    """
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        series = _series_from_arrow(column)
+        if series is None:
+            return None
+        columns[name] = series
+    return pd.DataFrame(columns, copy=False)
+
+
+def _series_from_arrow(column: pa.ChunkedArray) -> pd.Series | None:
+    kind = column.type
+    if pa.types.is_integer(kind) and kind != pa.uint64():
+        whole = column.cast(pa.int64())
+        if whole.null_count:
+            return whole.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        return whole.to_pandas()
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        # Rounded to the nearest double past 2**53, as the pandas output rounds them.
+        return column.cast(pa.float64(), safe=False).to_pandas()
+    if pa.types.is_date(kind) or pa.types.is_timestamp(kind):
+        return column.cast(pa.timestamp("us", tz=getattr(kind, "tz", None))).to_pandas()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.to_pandas()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return column.to_pandas()
+    return None
+
+
+def _read_pandas(connection_string: str, query: str, setup: list[str] | None) -> pd.DataFrame:
+    """The rows of `query` through connectorx's pandas output (a Python object per text value)."""
+    import connectorx
+
+    with warnings.catch_warnings():
+        # connectorx assembles the frame with a pandas internal that pandas 4 will drop;
+        # pandas 3 (pinned below 3.2) still builds it correctly.
+        warnings.filterwarnings("ignore", "make_block is deprecated", pd.errors.Pandas4Warning)
+        return connectorx.read_sql(connection_string, query, pre_execution_query=setup)
 
 
 def fetch_tuples(result: sa.CursorResult, chunk_rows: int) -> Iterator[list[tuple]]:
@@ -156,23 +208,6 @@ def fetch_tuples(result: sa.CursorResult, chunk_rows: int) -> Iterator[list[tupl
         raise sa.exc.DBAPIError.instance(None, None, error, driver_error) from None
     finally:
         result.close()
-
-
-def share_repeated_objects(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with each object column holding one Python object per distinct value.
-
-    A driver makes a new string for every row; a month of buckets or labels then costs some
-    50 bytes a value instead of a pointer's 8. Values, nulls (None) and dtypes are unchanged.
-    """
-    shared = {}
-    for name in [name for name, dtype in frame.dtypes.items() if dtype == np.dtype("O")]:
-        values = frame[name].to_numpy()
-        codes, distinct = pd.factorize(values)
-        objects = np.full(len(values), None, dtype=object)
-        present = codes >= 0
-        objects[present] = distinct[codes[present]]
-        shared[name] = pd.Series(objects, index=frame.index, name=name, dtype=object)
-    return frame.assign(**shared) if shared else frame
 
 
 def accepts_local_infile(connection: sa.Connection) -> bool:

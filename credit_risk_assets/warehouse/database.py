@@ -84,7 +84,6 @@ _WRITE_OPTION = "credit_risk_write"
 # Placeholders for positional parameters as each driver takes them (PyMySQL: %s with tuples).
 _DRIVER_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-_TEXT_KINDS = {"label", "text"}
 
 MonthLike = pd.Timestamp | date | datetime | str
 
@@ -560,9 +559,9 @@ class WarehouseDatabase:
         """Rows with the partition column in [start, end) (either bound may be None), or all.
 
         Columns come in declared order (or the order of `columns`) with the frame dtypes,
-        rows in primary-key order. A missing table reads as an empty frame. Text columns hold
-        one string object per distinct value, and the columnar reader fetches one partition
-        value (a month) at a time, so a read needs little memory beyond its result.
+        rows in primary-key order. A missing table reads as an empty frame. On MySQL the rows
+        come in one query through the columnar reader, text in Arrow arrays rather than a
+        Python string per value; elsewhere through the driver's cursor, a chunk at a time.
         """
         names = [column.name for column in spec.select_columns(columns)]
         table = _sqlalchemy_table(spec, spec.name)
@@ -574,8 +573,9 @@ class WarehouseDatabase:
                 return spec.empty_frame(names)
             chunks = [
                 _as_declared(spec, rows, names)
-                for query in self._read_queries(connection, spec, table, names, start, end)
-                for rows in self._fetch(connection, query, names, spec.name)
+                for rows in self._fetch(
+                    connection, self._read_query(spec, table, names, start, end), names, spec.name
+                )
                 if len(rows)
             ]
         if not chunks:
@@ -585,44 +585,16 @@ class WarehouseDatabase:
     def _reads_columnar(self) -> bool:
         return self.bulk_transfer and bulk.columnar_url(self.url) is not None
 
-    def _read_queries(
-        self,
-        connection: sa.Connection,
-        spec: TableSpec,
-        table: sa.Table,
-        names: list[str],
-        start: MonthLike | None,
-        end: MonthLike | None,
-    ) -> list[sa.Select]:
-        """The SELECTs of a read: one per month when the columnar reader reads text columns,
-        else one."""
-        # Values come as the driver gives them (SQLite dates as ISO text): they are converted
-        # a whole column at a time, faster than SQLAlchemy's per-value result processing.
+    def _read_query(
+        self, spec: TableSpec, table: sa.Table, names: list[str], start, end
+    ) -> sa.Select:
+        """The SELECT of a read, its columns raw: converted after, a whole column at a time."""
+        # Values come as the driver gives them (SQLite dates as ISO text), faster than
+        # SQLAlchemy's per-value result processing.
         raw_columns = [sa.type_coerce(table.c[name], sa.types.NullType()) for name in names]
         window = _window_clauses(spec, table, start, end)
         order = [table.c[key] for key in spec.primary_key]
-        has_text = any(column.kind in _TEXT_KINDS for column in spec.select_columns(names))
-        if spec.partition_column is None or not has_text or not self._reads_columnar():
-            return [sa.select(*raw_columns).where(*window).order_by(*order)]
-
-        # The columnar reader holds a whole result's text as Python strings before they can be
-        # shared; a month at a time bounds that to one month's rows. The first and last month
-        # come from the key's index: listing the months present would scan every row.
-        partition = table.c[spec.partition_column]
-        first, last = connection.execute(
-            sa.select(sa.func.min(partition), sa.func.max(partition)).where(*window)
-        ).one()
-        if first is None:
-            return []
-        queries = []
-        first_month, last_month = (
-            pd.Timestamp(day).to_period("M").to_timestamp() for day in (first, last)
-        )
-        for month in pd.date_range(first_month, last_month, freq="MS"):
-            following = (month + pd.DateOffset(months=1)).date()
-            bounds = [partition >= month.date(), partition < following]
-            queries.append(sa.select(*raw_columns).where(*window, *bounds).order_by(*order))
-        return queries
+        return sa.select(*raw_columns).where(*window).order_by(*order)
 
     def _fetch(
         self, connection: sa.Connection, query: sa.Select, names: list[str], table: str
@@ -828,18 +800,8 @@ def _as_declared(spec: TableSpec, frame: pd.DataFrame, names: list[str]) -> pd.D
                 f"its declared kind {column.kind}: {problem}. The table was changed outside "
                 "the pipeline; re-materialise the asset."
             )
-        converted[column.name] = _shared_text(values) if column.kind in _TEXT_KINDS else values
+        converted[column.name] = values
     return pd.DataFrame(converted, copy=False)
-
-
-def _shared_text(values: pd.Series) -> pd.Series:
-    """Text values with one string object per distinct value.
-
-    Drivers make a new string for every row; a month of segments, grades and reason codes
-    then costs some 50 bytes a value instead of a pointer's 8.
-    """
-    codes, distinct = pd.factorize(values)
-    return pd.Series(distinct.take(codes, allow_fill=True), index=values.index, name=values.name)
 
 
 def _type_text(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
