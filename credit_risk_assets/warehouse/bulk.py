@@ -46,6 +46,11 @@ LOAD_FOLDER_PREFIX = "credit-risk-load-"
 NULL_FIELD = "\\N"
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0"))
 
+# Arrow arrays made here (conversions, text columns) come from the C library's heap, which
+# runner.return_freed_memory hands back to the system after each run. pyarrow's default pool
+# (mimalloc) kept about 1.3 GB after converting one year of risk_scores at 1,000,000 accounts.
+pa.set_memory_pool(pa.system_memory_pool())
+
 # URL query keys that change nothing connectorx does; any other (TLS options, a socket path)
 # means the URL asks for something connectorx would silently ignore, so the cursor path reads.
 _COLUMNAR_QUERY_KEYS = {"charset", "local_infile"}
@@ -128,10 +133,11 @@ def read_columnar(
     try:
         # Arrow output: connectorx then neither counts the rows first (one query less) nor
         # makes a Python string per text value.
-        table = connectorx.read_sql(
-            connection_string, query, return_type="arrow", pre_execution_query=setup
+        frame = frame_from_arrow(
+            connectorx.read_sql(
+                connection_string, query, return_type="arrow", pre_execution_query=setup
+            )
         )
-        frame = frame_from_arrow(table)
         if frame is None:
             frame = _read_pandas(connection_string, query, setup)
     except BaseException as error:
@@ -154,11 +160,13 @@ def frame_from_arrow(table: pa.Table) -> pd.DataFrame | None:
     dtype (which wraps the Arrow array) and binaries as bytes.
     """
     columns = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        series = _series_from_arrow(column)
+    for name in table.column_names:
+        series = _series_from_arrow(table.column(0))
         if series is None:
             return None
         columns[name] = series
+        # Let go of the column's Arrow arrays before the next one is converted.
+        table = table.remove_column(0)
     return pd.DataFrame(columns, copy=False)
 
 

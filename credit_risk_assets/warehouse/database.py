@@ -560,7 +560,7 @@ class WarehouseDatabase:
 
         Columns come in declared order (or the order of `columns`) with the frame dtypes,
         rows in primary-key order. A missing table reads as an empty frame. On MySQL the rows
-        come in one query through the columnar reader, text in Arrow arrays rather than a
+        come through the columnar reader a month at a time, text in Arrow arrays rather than a
         Python string per value; elsewhere through the driver's cursor, a chunk at a time.
         """
         names = [column.name for column in spec.select_columns(columns)]
@@ -573,9 +573,8 @@ class WarehouseDatabase:
                 return spec.empty_frame(names)
             chunks = [
                 _as_declared(spec, rows, names)
-                for rows in self._fetch(
-                    connection, self._read_query(spec, table, names, start, end), names, spec.name
-                )
+                for query in self._read_queries(connection, spec, table, names, start, end)
+                for rows in self._fetch(connection, query, names, spec.name)
                 if len(rows)
             ]
         if not chunks:
@@ -585,16 +584,43 @@ class WarehouseDatabase:
     def _reads_columnar(self) -> bool:
         return self.bulk_transfer and bulk.columnar_url(self.url) is not None
 
-    def _read_query(
-        self, spec: TableSpec, table: sa.Table, names: list[str], start, end
-    ) -> sa.Select:
-        """The SELECT of a read, its columns raw: converted after, a whole column at a time."""
-        # Values come as the driver gives them (SQLite dates as ISO text), faster than
-        # SQLAlchemy's per-value result processing.
+    def _read_queries(
+        self,
+        connection: sa.Connection,
+        spec: TableSpec,
+        table: sa.Table,
+        names: list[str],
+        start: MonthLike | None,
+        end: MonthLike | None,
+    ) -> list[sa.Select]:
+        """The SELECTs of a read: one per month when the columnar reader reads a partitioned
+        table, else one."""
+        # Values come as the driver gives them (SQLite dates as ISO text): they are converted
+        # a whole column at a time, faster than SQLAlchemy's per-value result processing.
         raw_columns = [sa.type_coerce(table.c[name], sa.types.NullType()) for name in names]
         window = _window_clauses(spec, table, start, end)
         order = [table.c[key] for key in spec.primary_key]
-        return sa.select(*raw_columns).where(*window).order_by(*order)
+        if spec.partition_column is None or not self._reads_columnar():
+            return [sa.select(*raw_columns).where(*window).order_by(*order)]
+
+        # The columnar reader holds a whole result in Arrow arrays while it converts them; a
+        # month at a time bounds that copy to one month's rows. The first and last month come
+        # from the key's index: listing the months present would scan every row.
+        partition = table.c[spec.partition_column]
+        first, last = connection.execute(
+            sa.select(sa.func.min(partition), sa.func.max(partition)).where(*window)
+        ).one()
+        if first is None:
+            return []
+        queries = []
+        first_month, last_month = (
+            pd.Timestamp(day).to_period("M").to_timestamp() for day in (first, last)
+        )
+        for month in pd.date_range(first_month, last_month, freq="MS"):
+            following = (month + pd.DateOffset(months=1)).date()
+            bounds = [partition >= month.date(), partition < following]
+            queries.append(sa.select(*raw_columns).where(*window, *bounds).order_by(*order))
+        return queries
 
     def _fetch(
         self, connection: sa.Connection, query: sa.Select, names: list[str], table: str

@@ -137,7 +137,7 @@ class SourceDatabase(ConfigurableResource):
             bounds = {"start": _bound_day(connection, first), "end": _bound_day(connection, stop)}
             frame = None
             if columnar:
-                frame = self._read_columnar(connection, query, bounds)
+                frame = self._read_columnar(connection, query, first, stop)
             if frame is None:
                 frame = self._read_rows(connection, query, bounds)
 
@@ -145,22 +145,35 @@ class SourceDatabase(ConfigurableResource):
         return frame
 
     def _read_columnar(
-        self, connection: sa.Connection, query: sa.TextClause, bounds: dict[str, object]
+        self,
+        connection: sa.Connection,
+        query: sa.TextClause,
+        first: pd.Timestamp,
+        stop: pd.Timestamp,
     ) -> pd.DataFrame | None:
-        """The rows through the columnar reader, on MySQL only; None to read with the cursor.
+        """The rows through the columnar reader, a month at a time, on MySQL only; None to
+        read with the cursor.
 
         MySQL columns hold only values of their type, which the reader converts exactly. A
         SQLite column may hold any value, and the contract must see unreadable ones as they
-        are, so SQLite sources are read by the cursor.
+        are, so SQLite sources are read by the cursor. A month per query keeps each result the
+        server sends, and the reader's buffers for it, to one month's rows.
         """
         if connection.dialect.name != "mysql":
             return None
-        # The bounds are dates made from month_window, rendered as quoted ISO literals.
-        text = query.bindparams(**bounds).compile(
-            dialect=connection.dialect, compile_kwargs={"literal_binds": True}
-        )
-        url = parse_url(self.url)
-        return bulk.read_columnar(url, str(text), read_only=True, table=self.table)
+        frames = []
+        for month in pd.date_range(first, stop, freq="MS", inclusive="left"):
+            bounds = {"start": month.date(), "end": (month + pd.DateOffset(months=1)).date()}
+            # The bounds are dates made from month_window, rendered as quoted ISO literals.
+            text = query.bindparams(**bounds).compile(
+                dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+            )
+            url = parse_url(self.url)
+            frame = bulk.read_columnar(url, str(text), read_only=True, table=self.table)
+            if frame is None:
+                return None
+            frames.append(frame)
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     def _read_rows(
         self, connection: sa.Connection, query: sa.TextClause, bounds: dict[str, object]
