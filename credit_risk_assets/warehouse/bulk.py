@@ -51,6 +51,14 @@ _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", 
 # (mimalloc) kept about 1.3 GB after converting one year of risk_scores at 1,000,000 accounts.
 pa.set_memory_pool(pa.system_memory_pool())
 
+# Arrow types that pandas takes as they are: text (as its string dtype) and bytes.
+_TEXT_OR_BYTES = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+)
+
 # URL query keys that change nothing connectorx does; any other (TLS options, a socket path)
 # means the URL asks for something connectorx would silently ignore, so the cursor path reads.
 _COLUMNAR_QUERY_KEYS = {"charset", "local_infile"}
@@ -156,8 +164,8 @@ def frame_from_arrow(table: pa.Table) -> pd.DataFrame | None:
     type is one this conversion does not know (then read with that output instead).
 
     Integers come as int64 (Int64 when some are null), unsigned 64-bit integers, decimals and
-    floats as float64, dates and times of day as datetime64[us], text as the frame's string
-    dtype (which wraps the Arrow array) and binaries as bytes.
+    floats as float64, dates and datetimes as datetime64[us], text as the frame's string dtype
+    (which wraps the Arrow array) and binaries as bytes.
     """
     columns = {}
     for name in table.column_names:
@@ -182,9 +190,7 @@ def _series_from_arrow(column: pa.ChunkedArray) -> pd.Series | None:
         return column.cast(pa.float64(), safe=False).to_pandas()
     if pa.types.is_date(kind) or pa.types.is_timestamp(kind):
         return column.cast(pa.timestamp("us", tz=getattr(kind, "tz", None))).to_pandas()
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return column.to_pandas()
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+    if any(is_kind(kind) for is_kind in _TEXT_OR_BYTES):
         return column.to_pandas()
     return None
 
